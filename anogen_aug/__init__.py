@@ -1,0 +1,44 @@
+"""anogen-aug: few-shot, box-controlled defect generation (AnoGen, ECCV 2024) for training anomaly detectors.
+
+Heavy submodules are imported lazily, so ``import anogen_aug`` is cheap and DataLoader workers that only need
+`AnoGenAugment` do not import diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0.dev0"
+
+_EXPORTS = {
+    "Backbone": "backbone",
+    "load_backbone": "backbone",
+    "DefectEmbedding": "embedding",
+    "convert_official": "official",
+    "Synthesis": "synthesis",
+    "load_image": "images",
+    "load_mask": "images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backbone import Backbone, load_backbone
+    from .embedding import DefectEmbedding
+    from .images import load_image, load_mask
+    from .official import convert_official
+    from .synthesis import Synthesis
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'anogen_aug' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,264 @@
+"""Frozen text-conditioned latent diffusion backbones, and placing a learned vector at a placeholder token.
+
+Two families load through the real diffusers/transformers ``from_pretrained`` path:
+
+- ``"ldm"``: the ``LDMTextToImagePipeline`` layout (``bert/``, ``tokenizer/``, ``unet/``, ``vqvae/``, ``scheduler/``),
+  e.g. ``CompVis/ldm-text2im-large-256`` (LDM-BERT, width 1280, 256 px) — the AnoGen paper's backbone.
+- ``"sd"``: the Stable Diffusion 1.x/2.x layout (``text_encoder/``, ``tokenizer/``, ``unet/``, ``vae/``,
+  ``scheduler/``), CLIP text encoders of width 768 or 1024.
+
+A learned vector is never written into the shared vocabulary or embedding matrix: a forward hook on the text
+encoder's input embeddings replaces the output at the placeholder token's positions, and removing the hook
+leaves the backbone exactly as loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "CompVis/ldm-text2im-large-256"
+#: The placeholder string in prompts; an existing single token in both BERT and CLIP vocabularies
+#: (the AnoGen code also uses "*"), so no vocabulary is ever changed.
+PLACEHOLDER = "*"
+
+_LAYOUTS = {
+    "ldm": {"text_encoder": "bert", "vae": "vqvae"},
+    "sd": {"text_encoder": "text_encoder", "vae": "vae"},
+}
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A frozen text-conditioned LDM: components plus the few facts the rest of the library needs.
+
+    Attributes:
+        family: ``"ldm"`` (LDM-BERT) or ``"sd"`` (Stable Diffusion / CLIP).
+        text_encoder, tokenizer, unet, vae: the diffusers/transformers components, all parameters frozen.
+        scheduler_config: the backbone's noise-schedule config; callers build their own schedulers from it
+            (`make_ddim_scheduler`, `make_noise_scheduler`) so no call mutates shared state.
+        name_or_path, revision: where it was loaded from (stored in embeddings' metadata).
+    """
+
+    family: str
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler_config: dict
+    name_or_path: str = ""
+    revision: str | None = None
+    _placeholder_id: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.family not in _LAYOUTS:
+            raise ValueError(f"`family` must be one of {sorted(_LAYOUTS)}, got {self.family!r}")
+        for module in (self.text_encoder, self.unet, self.vae):
+            module.requires_grad_(False)
+            module.eval()
+        ids = self.tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(
+                f"the tokenizer must encode the placeholder {PLACEHOLDER!r} as one token, got {ids}"
+            )
+        self._placeholder_id = ids[0]
+
+    # --- facts -------------------------------------------------------------------------------------------
+    @property
+    def token_dim(self) -> int:
+        """Width of the text encoder's token embeddings (1280 for LDM-BERT, 768/1024 for SD)."""
+        return self.text_encoder.get_input_embeddings().weight.shape[-1]
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """Pixel side the UNet was trained at (``unet.config.sample_size * vae_scale_factor``)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def max_length(self) -> int:
+        limit = getattr(self.text_encoder.config, "max_position_embeddings", 77)
+        return int(min(getattr(self.tokenizer, "model_max_length", limit) or limit, limit))
+
+    def placeholder_text(self, num_vectors: int = 1) -> str:
+        """The prompt text standing for an embedding of ``num_vectors`` vectors (``"*"``, ``"* *"``, ...)."""
+        return " ".join([PLACEHOLDER] * num_vectors)
+
+    def init_vector(self, word: str) -> torch.Tensor:
+        """The input embedding of ``word``, which must be a single token: ``(token_dim,)``."""
+        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(
+                f"`init_word` must be a single token of the tokenizer, {word!r} encodes to {len(ids)}: {ids}"
+            )
+        return self.text_encoder.get_input_embeddings().weight[ids[0]].detach().clone()
+
+    def make_ddim_scheduler(self) -> DDIMScheduler:
+        return DDIMScheduler.from_config(self.scheduler_config)
+
+    def make_noise_scheduler(self) -> DDPMScheduler:
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    # --- text --------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def placed(self, vectors: torch.Tensor) -> Iterator[None]:
+        """Within the block, the placeholder token's input embedding is ``vectors`` (``(n, dim)``).
+
+        The k-th placeholder occurrence in a prompt gets ``vectors[k % n]``. Gradients flow to ``vectors``.
+        Nothing of the backbone is modified: the hook is removed on exit, even on error.
+        """
+        if vectors.ndim != 2 or vectors.shape[-1] != self.token_dim:
+            raise ValueError(
+                f"`vectors` must have shape (n, {self.token_dim}) for this backbone (token width {self.token_dim}), "
+                f"got {tuple(vectors.shape)}"
+            )
+
+        def hook(module, inputs, output):
+            ids = inputs[0]  # (B, L)
+            where = ids == self._placeholder_id
+            if not where.any():
+                return output
+            occurrence = (where.cumsum(dim=-1) - 1) % vectors.shape[
+                0
+            ]  # (B, L): k-th placeholder in its prompt
+            chosen = vectors.to(output.dtype)[occurrence]  # (B, L, D)
+            return torch.where(where[..., None], chosen, output)
+
+        handle = self.text_encoder.get_input_embeddings().register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Text-encoder hidden states ``(B, L, D)`` for prompts (padded to the model's max length)."""
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.text_encoder.device)  # (B, L)
+        return self.text_encoder(ids)[0]
+
+    # --- images ------------------------------------------------------------------------------------------
+    def encode_distribution(self, images: torch.Tensor):
+        """VAE posterior of images ``(B, 3, H, W)`` in [0, 1] (unscaled latents' mean and std)."""
+        pixels = (images * 2 - 1).to(device=self.device, dtype=self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist
+
+    def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None, sample: bool = False):
+        """Scaled latents ``(B, C, h, w)`` of images in [0, 1]: the posterior mean, or a sample."""
+        distribution = self.encode_distribution(images)
+        latents = distribution.sample(generator=generator) if sample else distribution.mean
+        return latents * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] from scaled latents."""
+        pixels = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return ((pixels.float() + 1) / 2).clamp(0, 1)
+
+
+def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:
+    local = Path(path)
+    if local.is_dir():
+        index = local / "model_index.json"
+        if not index.is_file():
+            raise ValueError(
+                f"unknown backbone layout: {local} has no model_index.json (a diffusers pipeline folder)"
+            )
+        return json.loads(index.read_text()), True
+    if local.exists():
+        raise ValueError(f"unknown backbone layout: {local} is a file, not a diffusers pipeline folder")
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise FileNotFoundError(
+            f"`pretrained_model_name_or_path`: no such folder {path}, and not a Hub repo id"
+        )
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text()), False
+
+
+def detect_family(model_index: dict) -> str:
+    """``"ldm"`` or ``"sd"`` from a pipeline's ``model_index.json``; anything else is refused."""
+    for family, layout in _LAYOUTS.items():
+        if all(key in model_index for key in ("unet", "tokenizer", layout["text_encoder"], layout["vae"])):
+            return family
+    components = sorted(k for k in model_index if not k.startswith("_"))
+    raise ValueError(
+        "unknown backbone layout: expected an LDMTextToImagePipeline (bert, tokenizer, unet, vqvae, scheduler) or a "
+        f"Stable Diffusion pipeline (text_encoder, tokenizer, unet, vae, scheduler), got components {components}"
+    )
+
+
+def load_backbone(
+    pretrained_model_name_or_path: str | os.PathLike = DEFAULT_BACKBONE,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """Load a frozen text-conditioned LDM from a Hub repo id or a local diffusers folder.
+
+    Args:
+        pretrained_model_name_or_path: Hub id (default ``CompVis/ldm-text2im-large-256``) or pipeline folder.
+        revision: Hub revision (branch, tag or commit).
+        dtype: Component dtype (default float32, the safe choice on CPU).
+        device: Where to place the components (default CPU).
+    """
+    path = str(pretrained_model_name_or_path)
+    model_index, _ = _read_model_index(path, revision)
+    family = detect_family(model_index)
+    dtype = dtype or torch.float32
+    if family == "ldm":
+        from diffusers import LDMTextToImagePipeline
+
+        pipe = LDMTextToImagePipeline.from_pretrained(path, revision=revision, dtype=dtype)
+        text_encoder, vae = pipe.bert, pipe.vqvae
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path,
+            revision=revision,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        text_encoder, vae = pipe.text_encoder, pipe.vae
+    if device is not None:
+        for module in (text_encoder, pipe.unet, vae):
+            module.to(device)
+    logger.info("loaded %s backbone from %s", family, path)
+    return Backbone(
+        family=family,
+        text_encoder=text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        vae=vae,
+        scheduler_config=dict(pipe.scheduler.config),
+        name_or_path=path,
+        revision=revision,
+    )

@@ -1,0 +1,1 @@
+"""Integrations of anogen-aug with detector frameworks (shipped as `anogen_aug.integrations`)."""

@@ -1,0 +1,1 @@
+"""anomalib integration: AnoGenDataModule, WeakDraem, DeSTSeg (install the extra: `pip install anogen-aug[anomalib]`)."""
