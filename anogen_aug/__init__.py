@@ -7,7 +7,6 @@ Heavy submodules are imported lazily, so ``import anogen_aug`` is cheap and Data
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
 
@@ -22,13 +21,6 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .backbone import Backbone, load_backbone
-    from .embedding import DefectEmbedding
-    from .images import load_image, load_mask
-    from .official import convert_official
-    from .synthesis import Synthesis
 
 
 def __getattr__(name: str):

@@ -10,13 +10,12 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
