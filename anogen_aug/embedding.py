@@ -238,6 +238,14 @@ class DefectEmbedding(
             )
         return cls(tensors[name], token=name, **fields)
 
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        """Upload ``learned_embeds.safetensors``, ``config.json`` and a model card to a Hub model repo.
+
+        Keyword arguments are huggingface_hub's (``private``, ``token``, ``branch``, ``create_pr``, ``commit_message``).
+        """
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
+
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         repo_id = kwargs.get("repo_id") or f"<user>/{self.token.strip('<>')}"
         card_data = ModelCardData(
