@@ -18,6 +18,15 @@ _EXPORTS = {
     "Synthesis": "synthesis",
     "load_image": "images",
     "load_mask": "images",
+    "CopyPasteGenerator": "paste",
+    "PasteConfig": "paste",
+    "AnomalyBank": "bank",
+    "BankSample": "bank",
+    "write_bank": "bank",
+    "merge_banks": "bank",
+    "AnoGenAugment": "transforms",
+    "contact_sheet": "contact_sheet",
+    "bank_contact_sheet": "contact_sheet",
 }
 
 __all__ = sorted(_EXPORTS)
