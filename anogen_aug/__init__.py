@@ -18,6 +18,8 @@ _EXPORTS = {
     "Synthesis": "synthesis",
     "load_image": "images",
     "load_mask": "images",
+    "InversionConfig": "inversion",
+    "learn_defect_embedding": "inversion",
     "AnomalyGenerator": "generation",
     "GenerationConfig": "generation",
     "BoxSampler": "boxes",

@@ -127,6 +127,7 @@ class AnomalyGenerator:
     """
 
     name = "anogen"
+    mask_exact = False  # the pixel mask is estimated from the decoded change, not exact
 
     def __init__(
         self,
