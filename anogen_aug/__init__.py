@@ -30,6 +30,8 @@ _EXPORTS = {
     "write_bank": "bank",
     "merge_banks": "bank",
     "AnoGenAugment": "transforms",
+    "WeakSupervisionLoss": "losses",
+    "weak_supervision_mask": "losses",
     "contact_sheet": "contact_sheet",
     "bank_contact_sheet": "contact_sheet",
 }

@@ -126,13 +126,23 @@ def run_demo(
     from .backbone import load_backbone
 
     backbone = load_backbone(backbone_dir)
-    say(f"2/5 backbone: tiny LDM-BERT (width {backbone.token_dim}, {backbone.resolution} px) from {backbone_dir}")
+    say(
+        f"2/5 backbone: tiny LDM-BERT (width {backbone.token_dim}, {backbone.resolution} px) from {backbone_dir}"
+    )
 
     # 3. Stage 1: learn the defect embedding from the support set.
-    config = InversionConfig(max_train_steps=steps, train_batch_size=2, checkpointing_steps=max(steps // 2, 1))
+    config = InversionConfig(
+        max_train_steps=steps, train_batch_size=2, checkpointing_steps=max(steps // 2, 1)
+    )
     embedding = learn_defect_embedding(
-        backbone, support_images, support_masks, config=config, generator=torch.Generator().manual_seed(seed),
-        category=category.name, defect_type=defect, output_dir=out / "embedding" / "checkpoints",
+        backbone,
+        support_images,
+        support_masks,
+        config=config,
+        generator=torch.Generator().manual_seed(seed),
+        category=category.name,
+        defect_type=defect,
+        output_dir=out / "embedding" / "checkpoints",
     )
     embedding.save_pretrained(out / "embedding")
     say(f"3/5 learned {embedding.token} in {steps} steps -> {out / 'embedding'}")
@@ -149,8 +159,13 @@ def run_demo(
     say(f"4/5 banks: {len(diffusion_bank)} diffusion samples, {len(paste_bank)} crop-and-paste samples")
 
     # 5. A picture: source | result with the box | mask, for both generators.
-    rows = [(diffusion_bank.load_source(i), diffusion_bank[i], "anogen (tiny random backbone)") for i in range(len(diffusion_bank))]
-    rows += [(paste_bank.load_source(i), paste_bank[i], "crop-and-paste") for i in range(min(4, len(paste_bank)))]
+    rows = [
+        (diffusion_bank.load_source(i), diffusion_bank[i], "anogen (tiny random backbone)")
+        for i in range(len(diffusion_bank))
+    ]
+    rows += [
+        (paste_bank.load_source(i), paste_bank[i], "crop-and-paste") for i in range(min(4, len(paste_bank)))
+    ]
     sheet = out / "contact_sheet.png"
     contact_sheet([(source, s.image, s.mask, s.boxes, label) for source, s, label in rows], out=sheet,
                   title="anogen-aug demo: source | result + box | mask")  # fmt: skip
@@ -166,11 +181,23 @@ def run_demo(
             say("detector stage skipped: install anogen-aug[anomalib]")
         else:
             metrics = train_detector(
-                category.parent, category.name, out / "bank-paste", model="draem", tau=0.9, epochs=1,
-                image_size=DEMO_SIZE, batch_size=4, out_dir=out / "detector", seed=seed, accelerator="cpu",
+                category.parent,
+                category.name,
+                out / "bank-paste",
+                model="draem",
+                tau=0.9,
+                epochs=1,
+                image_size=DEMO_SIZE,
+                batch_size=4,
+                out_dir=out / "detector",
+                seed=seed,
+                accelerator="cpu",
             )
             summary["metrics"] = metrics
-            say("detector (weakly supervised DRAEM, 1 epoch): " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+            say(
+                "detector (weakly supervised DRAEM, 1 epoch): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
+            )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     say(f"done in {summary['seconds']} s. " + REAL_BACKBONE_HINT)
     return summary

@@ -65,7 +65,9 @@ def convert_official(
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "string_to_param" not in payload:
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not an AnoGen embedding file: expected a dict with 'string_to_param', got {found}")
+        raise ValueError(
+            f"{path} is not an AnoGen embedding file: expected a dict with 'string_to_param', got {found}"
+        )
     params = payload["string_to_param"]
     if "*" not in params:
         raise ValueError(f"{path}: 'string_to_param' has no '*' entry, keys: {sorted(params.keys())}")

@@ -30,7 +30,9 @@ def test_saved_tiny_backbone_loads_back_identically(tmp_path, family):
         a, b = getattr(loaded, name).state_dict(), getattr(built, name).state_dict()
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert all(not p.requires_grad for m in (loaded.text_encoder, loaded.unet, loaded.vae) for p in m.parameters())
+    assert all(
+        not p.requires_grad for m in (loaded.text_encoder, loaded.unet, loaded.vae) for p in m.parameters()
+    )
     prompts = ["a photo of a *", ""]
     assert torch.equal(loaded.encode_text(prompts), built.encode_text(prompts))
 
@@ -49,7 +51,9 @@ def test_placed_vector_changes_only_placeholder_positions_and_is_removed(backbon
     with backbone.placed(vector):
         placed = backbone.encode_text(prompts)
         # the input embeddings carry the vector exactly at the placeholder positions
-        ids = backbone.tokenizer(prompts, padding="max_length", max_length=backbone.max_length, return_tensors="pt").input_ids
+        ids = backbone.tokenizer(
+            prompts, padding="max_length", max_length=backbone.max_length, return_tensors="pt"
+        ).input_ids
         embeds = backbone.text_encoder.get_input_embeddings()(ids)
         where = ids == backbone.tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"][0]
         assert where.sum() == 2
@@ -75,15 +79,22 @@ def test_multi_vector_placeholders_take_vectors_in_order(backbone):
     vectors = torch.randn(2, backbone.token_dim)
     text = backbone.placeholder_text(2)
     assert text == "* *"
-    ids = backbone.tokenizer([f"a {text}"], padding="max_length", max_length=backbone.max_length, return_tensors="pt").input_ids
+    ids = backbone.tokenizer(
+        [f"a {text}"], padding="max_length", max_length=backbone.max_length, return_tensors="pt"
+    ).input_ids
     with backbone.placed(vectors):
         embeds = backbone.text_encoder.get_input_embeddings()(ids)
-    where = torch.nonzero(ids[0] == backbone.tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"][0]).flatten()
+    where = torch.nonzero(
+        ids[0] == backbone.tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"][0]
+    ).flatten()
     assert torch.equal(embeds[0, where[0]], vectors[0]) and torch.equal(embeds[0, where[1]], vectors[1])
 
 
 def test_wrong_vector_width_is_refused(backbone):
-    with pytest.raises(ValueError, match=f"\\(n, {backbone.token_dim}\\)"), backbone.placed(torch.zeros(1, 7)):
+    with (
+        pytest.raises(ValueError, match=f"\\(n, {backbone.token_dim}\\)"),
+        backbone.placed(torch.zeros(1, 7)),
+    ):
         pass
 
 
@@ -96,7 +107,9 @@ def test_encode_decode_shapes(backbone):
 
 
 def test_unknown_layout_and_missing_folder_are_clear_errors(tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "X", "unet": [], "transformer": []}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "X", "unet": [], "transformer": []})
+    )
     with pytest.raises(ValueError, match="unknown backbone layout"):
         load_backbone(tmp_path)
     empty = tmp_path / "empty"

@@ -16,9 +16,15 @@ from anogen_aug.testing import tiny_backbone
 def _embedding(dim: int = 32, **kwargs) -> DefectEmbedding:
     generator = torch.Generator().manual_seed(0)
     return DefectEmbedding(
-        vectors=torch.randn(1, dim, generator=generator), token="<tile-crack>", category="tile",
-        defect_type="crack", init_word="defect", steps=12, config={"learning_rate": 0.005},
-        support_hashes=["abc"], **kwargs,
+        vectors=torch.randn(1, dim, generator=generator),
+        token="<tile-crack>",
+        category="tile",
+        defect_type="crack",
+        init_word="defect",
+        steps=12,
+        config={"learning_rate": 0.005},
+        support_hashes=["abc"],
+        **kwargs,
     )
 
 
@@ -60,8 +66,13 @@ def test_stock_diffusers_loader_reads_our_file(tmp_path):
 
     backbone = tiny_backbone("sd")
     pipe = StableDiffusionPipeline(
-        vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer, unet=backbone.unet,
-        scheduler=backbone.make_ddim_scheduler(), safety_checker=None, feature_extractor=None,
+        vae=backbone.vae,
+        text_encoder=backbone.text_encoder,
+        tokenizer=backbone.tokenizer,
+        unet=backbone.unet,
+        scheduler=backbone.make_ddim_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     embedding = _embedding()
@@ -83,7 +94,9 @@ def test_push_to_hub_uploads_weights_config_and_card(tmp_path, monkeypatch):
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         uploaded["repo_id"] = repo_id
-        uploaded["files"] = {p.name: p.read_bytes() for p in __import__("pathlib").Path(folder_path).iterdir()}
+        uploaded["files"] = {
+            p.name: p.read_bytes() for p in __import__("pathlib").Path(folder_path).iterdir()
+        }
         return "ok"
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)

@@ -1,0 +1,213 @@
+"""`WeakDraem`: anomalib's DRAEM trained on Perlin AND bank anomalies, boxes weakly supervised (AnoGen Sec. 3.3).
+
+anomalib's ``Draem.training_step`` always corrupts ``batch.image`` with its own Perlin generator and ignores the
+anomalies a datamodule provides. `WeakDraem` replaces that step with the AnoGen recipe, per row of a batch from
+`AnoGenDataModule`:
+
+1. with probability ``perlin_p`` the row becomes a Perlin / DTD anomaly made from the clean source image
+   (anomalib's `PerlinAnomalyGenerator`, which leaves half of them anomaly-free), with its exact mask;
+2. otherwise the row is used as given: a bank anomaly (``is_generated``) with its mask or box, or a clean
+   normal image with an empty mask.
+
+The reconstruction target is always the clean source (``batch.source_image``). The focal term is computed per
+pixel and, on generated rows, weighted by the tau mask inside the box (the target is the box for diffusion
+samples and the exact mask for crop-and-paste samples; tau acts inside the box either way); it is averaged
+over all pixels (the authors' code). With ``AnoGenDataModule(p=0.5)`` and ``perlin_p=0.5`` this is the paper's mix: 1/2 Perlin (half
+of them clean), 1/4 generated, 1/4 clean normal. A batch without AnoGen fields (a plain anomalib datamodule)
+gets Perlin on every row, as anomalib's DRAEM does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from anomalib.data import Batch
+from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from anomalib.models import Draem
+from anomalib.models.components import AnomalibModule
+from anomalib.models.image.draem.torch_model import (
+    DiscriminativeSubNetwork,
+    DraemModel,
+    ReconstructiveSubNetwork,
+)
+from kornia.losses import SSIMLoss
+from torch import nn
+
+from anogen_aug.losses import WeakSupervisionLoss, focal_loss_per_pixel
+
+from .batch import training_fields
+from .evaluator import anogen_evaluator
+
+
+class WeakDraemLoss(nn.Module):
+    """DRAEM's loss with a weakly supervised focal term: ``MSE + 2 * SSIM + focal'``.
+
+    The focal term weights both classes by 1 (DRAEM's original loss; see `focal_loss_per_pixel` for why
+    anomalib 2.7's ``DraemLoss`` with kornia 0.9 differs) and drops, inside ``weak_mask``, pixels with
+    P(normal) >= tau.
+
+    Args:
+        tau: Threshold in (0, 1] on P(normal).
+    """
+
+    def __init__(self, *, tau: float = 0.9) -> None:
+        super().__init__()
+        self.ssim_loss = SSIMLoss(window_size=11)
+        self.focal = WeakSupervisionLoss(focal_loss_per_pixel, tau=tau, reduction="mean")
+
+    def forward(
+        self,
+        target_image: torch.Tensor,
+        reconstruction: torch.Tensor,
+        anomaly_mask: torch.Tensor,
+        prediction: torch.Tensor,
+        weak_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Loss of one batch.
+
+        Args:
+            target_image: ``(B, 3, H, W)`` clean images, the reconstruction target.
+            reconstruction: ``(B, 3, H, W)`` reconstructions.
+            anomaly_mask: ``(B, 1, H, W)`` {0, 1} segmentation target.
+            prediction: ``(B, 2, H, W)`` logits (class 1 = anomalous).
+            weak_mask: ``(B, 1, H, W)`` {0, 1}: where supervision is weak (boxes of generated rows).
+        """
+        prob_normal = torch.softmax(prediction, dim=1)[:, :1]  # (B, 1, H, W); detached by the loss
+        l2 = F.mse_loss(reconstruction, target_image)
+        ssim = 2 * self.ssim_loss(reconstruction, target_image)
+        return l2 + ssim + self.focal(prediction, anomaly_mask, weak_mask, prob_normal)
+
+
+class SizedDraemModel(DraemModel):
+    """anomalib's `DraemModel` with configurable sub-network widths (anomalib's: 128 and 64)."""
+
+    def __init__(
+        self, *, sspcab: bool = False, reconstruction_width: int = 128, discrimination_width: int = 64
+    ) -> None:
+        nn.Module.__init__(self)  # DraemModel.__init__ would build the full-width networks first
+        self.reconstructive_subnetwork = ReconstructiveSubNetwork(
+            base_width=reconstruction_width, sspcab=sspcab
+        )
+        self.discriminative_subnetwork = DiscriminativeSubNetwork(
+            in_channels=6, out_channels=2, base_width=discrimination_width
+        )
+
+
+class WeakDraem(Draem):
+    """DRAEM with AnoGen's weakly supervised training on bank anomalies.
+
+    Everything but the training step is anomalib's `Draem` (networks, Adam 1e-4 with MultiStepLR [400, 600],
+    evaluation with the softmax anomaly map); the default evaluator reports image / pixel AUROC, AUPR, F1Max
+    and pixel AUPRO.
+
+    Args:
+        dtd_dir: An EXISTING folder of texture images (e.g. DTD) for the Perlin anomalies. None uses pure
+            Perlin noise textures. Never downloads (anomalib's ``Draem`` downloads DTD when the folder is
+            missing, also for ``dtd_dir=None``).
+        tau: Weak-supervision threshold in (0, 1] on P(normal).
+        perlin_p: Probability that a row becomes a Perlin anomaly.
+        weak_on_perlin: Also apply the tau mask inside the (exact) Perlin masks, as the authors' code does;
+            default False: exact masks are fully supervised.
+        reconstruction_width, discrimination_width: Base widths of DRAEM's two sub-networks (anomalib's 128
+            and 64, 97 M parameters); smaller widths give a cheaper DRAEM (CPU runs, tests).
+        enable_sspcab, sspcab_lambda, beta, pre_processor, post_processor, evaluator, visualizer: As anomalib's
+            `Draem` (``pre_processor`` must not normalise).
+    """
+
+    def __init__(
+        self,
+        dtd_dir: Path | str | None = None,
+        *,
+        tau: float = 0.9,
+        perlin_p: float = 0.5,
+        weak_on_perlin: bool = False,
+        reconstruction_width: int = 128,
+        discrimination_width: int = 64,
+        enable_sspcab: bool = False,
+        sspcab_lambda: float = 0.1,
+        beta: float | tuple[float, float] = (0.1, 1.0),
+        pre_processor=True,
+        post_processor=True,
+        evaluator=True,
+        visualizer=True,
+    ) -> None:
+        if dtd_dir is not None and not Path(dtd_dir).is_dir():
+            raise FileNotFoundError(f"`dtd_dir` must be an existing folder of texture images, got {dtd_dir}")
+        if isinstance(perlin_p, bool) or not isinstance(perlin_p, (int, float)) or not 0 <= perlin_p <= 1:
+            raise ValueError(f"`perlin_p` must be a probability in [0, 1], got {perlin_p!r}")
+        for name, width in (
+            ("reconstruction_width", reconstruction_width),
+            ("discrimination_width", discrimination_width),
+        ):
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {width!r}")
+        # Draem.__init__ is skipped on purpose: it downloads DTD when `dtd_dir` is missing (also for None) and
+        # builds the full-width networks; the attributes it sets are set here the same way.
+        AnomalibModule.__init__(
+            self,
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.augmenter = PerlinAnomalyGenerator(anomaly_source_path=dtd_dir, blend_factor=beta)
+        self.model = SizedDraemModel(
+            sspcab=enable_sspcab,
+            reconstruction_width=reconstruction_width,
+            discrimination_width=discrimination_width,
+        )
+        self.loss = WeakDraemLoss(tau=tau)
+        self.sspcab = enable_sspcab
+        if self.sspcab:
+            self.sspcab_activations: dict = {}
+            self.setup_sspcab()
+            self.sspcab_loss = nn.MSELoss()
+            self.sspcab_lambda = sspcab_lambda
+        self.tau = float(tau)
+        self.perlin_p = float(perlin_p)
+        self.weak_on_perlin = bool(weak_on_perlin)
+
+    @staticmethod
+    def configure_evaluator():
+        return anogen_evaluator()
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """One step of the AnoGen DRAEM recipe (see the module docstring)."""
+        del args, kwargs
+        image = batch.image.as_subclass(torch.Tensor)  # (B, 3, H, W) in [0, 1]
+        rows = len(image)
+        # 1. Fields and the rows that become Perlin anomalies (all rows for a batch without AnoGen fields).
+        fields = training_fields(batch)
+        if fields is None:
+            source, target_mask = image, torch.zeros(rows, 1, *image.shape[-2:], device=image.device)
+            weak_mask, perlin_rows = torch.zeros_like(target_mask), torch.ones(rows, dtype=torch.bool)
+        else:
+            source, target_mask = fields["source_image"], fields["gt_mask"]
+            weak_mask = fields["box_mask"] * fields["is_generated"].view(-1, 1, 1, 1)
+            perlin_rows = torch.rand(rows) < self.perlin_p
+        model_input = image.clone()
+        # 2. Perlin / texture anomalies from the CLEAN source (half of them anomaly-free, as in anomalib).
+        if perlin_rows.any():
+            perlin_rows = perlin_rows.to(image.device)
+            augmented, perlin_mask = self._perlin(source[perlin_rows])
+            model_input[perlin_rows] = augmented
+            target_mask = target_mask.clone()
+            target_mask[perlin_rows] = perlin_mask
+            weak_mask = weak_mask.clone()
+            weak_mask[perlin_rows] = perlin_mask if self.weak_on_perlin else 0.0
+        # 3. Reconstruct and segment; the reconstruction target is always the clean source.
+        reconstruction, prediction = self.model(model_input)
+        loss = self.loss(source, reconstruction, target_mask, prediction, weak_mask)
+        if self.sspcab:
+            loss = loss + self.sspcab_lambda * self.sspcab_loss(
+                self.sspcab_activations["input"], self.sspcab_activations["output"]
+            )
+        self.log("train_loss", loss.item(), on_epoch=True, prog_bar=True)
+        return {"loss": loss}
+
+    def _perlin(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """anomalib's Perlin generator on ``(N, 3, H, W)`` images -> ``(augmented, mask (N, 1, H, W))``."""
+        augmented, mask = self.augmenter(images)
+        return augmented.to(images.dtype), mask.to(images.dtype)
