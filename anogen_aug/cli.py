@@ -264,7 +264,7 @@ def cmd_train(args) -> int:
         dtd_dir=args.dtd_dir,
         de_st_steps=args.de_st_steps,
     )
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
     return 0
 
 

@@ -160,7 +160,7 @@ def run_demo(
 
     # 5. A picture: source | result with the box | mask, for both generators.
     rows = [
-        (diffusion_bank.load_source(i), diffusion_bank[i], "anogen (tiny random backbone)")
+        (diffusion_bank.load_source(i), diffusion_bank[i], "anogen (tiny)")
         for i in range(len(diffusion_bank))
     ]
     rows += [
@@ -180,24 +180,14 @@ def run_demo(
         except ImportError:
             say("detector stage skipped: install anogen-aug[anomalib]")
         else:
-            metrics = train_detector(
-                category.parent,
-                category.name,
-                out / "bank-paste",
-                model="draem",
-                tau=0.9,
-                epochs=1,
-                image_size=DEMO_SIZE,
-                batch_size=4,
-                out_dir=out / "detector",
-                seed=seed,
-                accelerator="cpu",
-            )
+            result = train_detector(
+                category.parent, category.name, out / "bank-paste", model="draem", tau=0.9, epochs=1,
+                image_size=DEMO_SIZE, batch_size=4, out_dir=out / "detector", seed=seed, accelerator="cpu",
+            )  # fmt: skip
+            metrics = result["metrics"]
             summary["metrics"] = metrics
-            say(
-                "detector (weakly supervised DRAEM, 1 epoch): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
-            )
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if v is not None)
+            say(f"detector: weakly supervised DRAEM, 1 epoch: {shown} (maps: {out / 'detector' / 'maps'})")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     say(f"done in {summary['seconds']} s. " + REAL_BACKBONE_HINT)
     return summary
