@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -91,8 +92,13 @@ def _load_backbone(args, fallback: str | None = None):
         import torch
 
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    device = args.device
+    if device is None and "WORLD_SIZE" in os.environ:  # a rank of `accelerate launch` / torchrun: its device
+        from .distributed import process_state
+
+        device = process_state().device
     return load_backbone(
-        args.backbone or fallback or DEFAULT_BACKBONE, revision=args.revision, dtype=dtype, device=args.device
+        args.backbone or fallback or DEFAULT_BACKBONE, revision=args.revision, dtype=dtype, device=device
     )
 
 
@@ -154,7 +160,7 @@ def _normal_images(paths: list[str]) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
-    from .bank import write_bank
+    from .distributed import write_bank_sharded
 
     if args.generator == "paste":
         from .paste import CopyPasteGenerator, PasteConfig
@@ -179,7 +185,7 @@ def cmd_generate(args) -> int:
         embedding_id = embedding.id
         args.category = args.category or embedding.category
         args.defect_type = args.defect_type or embedding.defect_type
-    bank = write_bank(
+    bank = write_bank_sharded(
         generator,
         _normal_images(args.images),
         args.out,
