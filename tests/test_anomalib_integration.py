@@ -441,7 +441,6 @@ def _real_subset(category: Path, out: Path, defects: dict[str, int]) -> Path:
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_real_magnetic_tile_pipeline(shared_data, tmp_path):
     category = shared_data / "magnetic_tile" / "magnetic_tile"
     if not (category / "train" / "good").is_dir():

@@ -77,6 +77,26 @@ def test_generate_with_paste_generator_is_resumable(tmp_path, widget):
     assert (bank / "manifest.jsonl").read_text().splitlines() == first
 
 
+@pytest.mark.slow  # the full-width DRAEM (97 M parameters) even at 32 px; train_detector itself is tested by default
+def test_train_command_writes_metrics_and_maps(tmp_path, widget):
+    images, masks = _support(widget)
+    bank = tmp_path / "bank"
+    assert main(["generate", "--generator", "paste", "--support-images", *images, "--support-masks", *masks,
+                 "--images", str(widget / "train" / "good"), "--out", str(bank), "--samples-per-box", "1"]) == 0  # fmt: skip
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(widget.parent), "--category", widget.name, "--bank", str(bank), "--model",
+            "draem", "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--limit-train-batches", "1",
+            "--accelerator", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["config"]["tau"] == 0.9 and record["config"]["model"] == "draem"
+    assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "pixel_AUPR"} <= set(
+        record["metrics"]
+    )
+    assert list((out / "maps").glob("*.png"))
+    assert main([*argv[:-1], str(tmp_path / "bad"), "--tau", "1.5"]) == 1  # tau outside (0, 1]
+
+
 def test_convert_official_command(tmp_path):
     path = tmp_path / "logs" / "hazelnut_crack" / "embeddings.pt"
     path.parent.mkdir(parents=True)
