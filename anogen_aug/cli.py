@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--data", help="an MVTec-layout category folder to use instead of the built-in sample images"
     )
-    demo.add_argument("--steps", type=int, default=40, help="stage-1 steps")
+    demo.add_argument("--steps", type=int, default=30, help="stage-1 steps")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--detector",
