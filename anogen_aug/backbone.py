@@ -97,6 +97,10 @@ class Backbone:
         return next(self.unet.parameters()).dtype
 
     @property
+    def _vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype  # diffusers' `.dtype` walks every submodule (ms per call)
+
+    @property
     def max_length(self) -> int:
         limit = getattr(self.text_encoder.config, "max_position_embeddings", 77)
         return int(min(getattr(self.tokenizer, "model_max_length", limit) or limit, limit))
@@ -165,7 +169,7 @@ class Backbone:
     # --- images ------------------------------------------------------------------------------------------
     def encode_distribution(self, images: torch.Tensor):
         """VAE posterior of images ``(B, 3, H, W)`` in [0, 1] (unscaled latents' mean and std)."""
-        pixels = (images * 2 - 1).to(device=self.device, dtype=self.vae.dtype)
+        pixels = (images * 2 - 1).to(device=self.device, dtype=self._vae_dtype)
         return self.vae.encode(pixels).latent_dist
 
     def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None, sample: bool = False):
@@ -176,8 +180,24 @@ class Backbone:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [0, 1] from scaled latents."""
-        pixels = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        pixels = self.vae.decode(latents.to(self._vae_dtype) / self.vae.config.scaling_factor).sample
         return ((pixels.float() + 1) / 2).clamp(0, 1)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 / AMX); elsewhere oneDNN emulates it, slowly."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
+def warn_if_slow_bf16(backbone: Backbone, mixed_precision: str) -> None:
+    if mixed_precision == "bf16" and backbone.device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning(
+            "mixed_precision='bf16' on a CPU without AVX512-BF16/AMX is emulated and 5-10x slower than float32 "
+            "(measured in benchmarks/); use mixed_precision='no'"
+        )
 
 
 def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:

@@ -31,7 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .backbone import Backbone
+from .backbone import Backbone, warn_if_slow_bf16
 from .boxes import box_to_slices, boxes_to_mask, check_boxes, otsu_threshold
 from .embedding import DefectEmbedding
 from .images import quantize
@@ -215,6 +215,7 @@ class AnomalyGenerator:
             raise ValueError(
                 f"`generator` must be one torch.Generator or a list of {len(images)}, got {generator!r}"
             )
+        warn_if_slow_bf16(backbone, config.mixed_precision)
         # 2. Working window per image: the authors resize the whole image to the model's resolution; local mode
         #    crops a window around the boxes instead, so the cost does not grow with the image size.
         windows = [_choose_window(b, *img.shape[-2:], resolution, config) for img, b in zip(images, boxes)]
@@ -305,10 +306,9 @@ class AnomalyGenerator:
         """Guided noise prediction for latents ``(G, 4, h, w)``; UNet rows capped at ``max_batch_size``."""
         unet, config = self.backbone.unet, self.config
         k, count = text.shape[0], latents.shape[0]
-        rows = latents.repeat(k, 1, 1, 1).to(
-            unet.dtype
-        )  # (k*G, 4, h, w): all uncond rows, then all cond rows
-        context = text.repeat_interleave(count, dim=0).to(unet.dtype)  # (k*G, L, D)
+        dtype = self.backbone.dtype  # diffusers' `unet.dtype` walks every submodule (ms per call)
+        rows = latents.repeat(k, 1, 1, 1).to(dtype)  # (k*G, 4, h, w): all uncond rows, then all cond rows
+        context = text.repeat_interleave(count, dim=0).to(dtype)  # (k*G, L, D)
         autocast = torch.autocast(
             device_type=rows.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
         )

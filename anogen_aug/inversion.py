@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
-from .backbone import Backbone
+from .backbone import Backbone, warn_if_slow_bf16
 from .embedding import DefectEmbedding
 from .images import content_hash, load_image, load_mask, write_bytes_atomic
 
@@ -242,6 +242,7 @@ def learn_defect_embedding(
     if resume and output_dir is None:
         raise ValueError("`resume=True` needs the `output_dir` that holds the checkpoints")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
+    warn_if_slow_bf16(backbone, config.mixed_precision)
 
     # 2. Resize to the model's resolution (bicubic, the mask too, kept binary), as the authors' data loader.
     pairs = [

@@ -1,0 +1,340 @@
+"""Stage-2 speed: `AnomalyGenerator` against diffusers' `StableDiffusionInpaintPipeline` (4-channel UNet).
+
+The reference is diffusers' own pipeline built from OUR backbone's components (same UNet, VAE, text encoder,
+tokenizer; a DDIM scheduler from the backbone's config), so with a 4-channel UNet it runs its latent-blending
+path (after every DDIM step the latents outside the mask are reset to the image latents noised to the next
+timestep). It gets the learned vector through ``prompt_embeds`` / ``negative_prompt_embeds`` computed once with
+our backbone (placeholder hook), so both condition on identical text states. Same steps, guidance, eta (0) and
+resolution; ``output_type="pt"`` (no PIL conversion). Each repeat times one call of each, interleaved.
+
+Also measured: local mode (a 4x-resolution image with a small box against an image at the model's resolution:
+1024 px vs 256 px on sd-reduced), bf16 autocast (speed-up and image drift, PSNR), and peak RSS of each in a
+fresh process.
+
+    python benchmarks/speed_stage2.py --backbone sd-reduced --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+from anogen_aug.boxes import boxes_to_mask
+from anogen_aug.embedding import DefectEmbedding
+from anogen_aug.generation import AnomalyGenerator, GenerationConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from backbones import BACKBONES, make_backbone  # noqa: E402
+
+
+@contextlib.contextmanager
+def unet_autocast(unet: torch.nn.Module, enabled: bool):
+    """Run ``unet``'s forward (only) under bf16 autocast and return float32, as `GenerationConfig`'s
+    ``mixed_precision="bf16"`` does for ours; hooks removed on exit."""
+    if not enabled:
+        yield
+        return
+    state = {}
+
+    def enter(module, args):
+        state["ctx"] = torch.autocast("cpu", dtype=torch.bfloat16)
+        state["ctx"].__enter__()
+
+    def leave(module, args, output):
+        state.pop("ctx").__exit__(None, None, None)
+        return tuple(x.float() for x in output) if isinstance(output, tuple) else output
+
+    handles = [unet.register_forward_pre_hook(enter), unet.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class InpaintReference:
+    """`StableDiffusionInpaintPipeline` over our backbone's components, conditioned on our text states."""
+
+    def __init__(
+        self, backbone, embedding, *, steps: int, guidance_scale: float, mixed_precision: str = "no"
+    ):
+        self.pipe = StableDiffusionInpaintPipeline(
+            vae=backbone.vae,
+            text_encoder=backbone.text_encoder,
+            tokenizer=backbone.tokenizer,
+            unet=backbone.unet,
+            scheduler=DDIMScheduler.from_config(backbone.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        self.pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            with backbone.placed(embedding.vectors):
+                self.cond = backbone.encode_text(
+                    [backbone.placeholder_text(embedding.num_vectors)]
+                )  # (1, L, D)
+            self.uncond = backbone.encode_text([""])  # (1, L, D)
+        self.steps, self.guidance_scale, self.bf16 = steps, guidance_scale, mixed_precision == "bf16"
+        self.unet = backbone.unet
+
+    def generate(self, images: torch.Tensor, box_masks: torch.Tensor, *, generator) -> torch.Tensor:
+        """``images (B, 3, H, W)`` in [0, 1], ``box_masks (B, 1, H, W)`` (1 = repaint) -> ``(B, 3, H, W)``."""
+        batch, _, height, width = images.shape
+        with unet_autocast(self.unet, self.bf16):
+            return self.pipe(
+                prompt_embeds=self.cond.repeat(batch, 1, 1),
+                negative_prompt_embeds=self.uncond.repeat(batch, 1, 1),
+                image=images,
+                mask_image=box_masks,
+                height=height,
+                width=width,
+                strength=1.0,
+                num_inference_steps=self.steps,
+                guidance_scale=self.guidance_scale,
+                eta=0.0,
+                generator=generator,
+                output_type="pt",
+            ).images
+
+
+def make_inputs(size: int, box_side: int, batch: int, seed: int):
+    """``batch`` synthetic normal images ``(B, 3, size, size)`` and one ``box_side`` box each, ``(1, 4)``."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.stack([common.synthetic_normal(size, generator=generator) for _ in range(batch)])
+    boxes = []
+    for _ in range(batch):
+        x0, y0 = (torch.randint(0, size - box_side + 1, (2,), generator=generator)).tolist()
+        boxes.append(torch.tensor([[x0, y0, x0 + box_side, y0 + box_side]], dtype=torch.float32))
+    return images, boxes
+
+
+def make_embedding(backbone) -> DefectEmbedding:
+    vector = backbone.init_vector("defect")[None]  # (1, D): a stand-in for a learned vector
+    return DefectEmbedding(vector, "<defect>", backbone=backbone.name_or_path)
+
+
+def ours_runner(generator_, images, boxes, seed):
+    def run():
+        if len(images) == 1:
+            return [
+                generator_.generate(images[0], boxes[0], generator=torch.Generator().manual_seed(seed)).image
+            ]
+        out = generator_.generate_batch(
+            list(images), boxes, generator=torch.Generator().manual_seed(seed), progress=False
+        )
+        return [s.image for s in out]
+
+    return run
+
+
+def reference_runner(reference, images, boxes, seed):
+    masks = torch.stack([boxes_to_mask(b, *images.shape[-2:]) for b in boxes])  # (B, 1, H, W)
+    return lambda: list(reference.generate(images, masks, generator=torch.Generator().manual_seed(seed)))
+
+
+def outside_change(outputs, images, boxes) -> float:
+    """Largest absolute pixel change outside the boxes (0 = background bit-identical)."""
+    worst = 0.0
+    for out, image, box in zip(outputs, images, boxes, strict=True):
+        outside = boxes_to_mask(box, *image.shape[-2:]) == 0  # (1, H, W)
+        worst = max(worst, (out - image).abs()[outside.expand_as(image)].max().item())
+    return worst
+
+
+def child(args) -> None:
+    """Fresh-process peak RSS of one generation (batch ``--batch``) by ours or the reference."""
+    common.set_threads(args.threads)
+    backbone = make_backbone(args.backbone)
+    embedding = make_embedding(backbone)
+    images, boxes = make_inputs(backbone.resolution, backbone.resolution // 4, args.batch, args.seed)
+    reset = common.reset_peak_rss()  # the peak below covers the stage's work, not imports and set-up
+    baseline = common.current_rss_mib()
+    if args.child == "ours":
+        config = GenerationConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+        ours_runner(AnomalyGenerator(backbone, embedding, config=config), images, boxes, args.seed)()
+    else:
+        reference = InpaintReference(
+            backbone, embedding, steps=args.steps, guidance_scale=args.guidance_scale
+        )
+        reference_runner(reference, images, boxes, args.seed)()
+    print(
+        json.dumps({"baseline_rss_mib": baseline, "peak_rss_mib": common.peak_rss_mib(), "peak_reset": reset})
+    )
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", choices=BACKBONES, default="sd-reduced")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper: 50)")
+    parser.add_argument("--guidance-scale", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--bf16-steps", type=int, default=None, help="DDIM steps of the bf16 comparison "
+                        "(0 skips; default --steps, or 2 on a CPU without native bf16)")  # fmt: skip
+    parser.add_argument(
+        "--bf16-repeats", type=int, default=None, help="default --repeats, or 1 without native bf16"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS children")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    common.set_threads(args.threads)
+    out = args.out or common.RESULTS / f"speed_stage2_{args.backbone}.json"
+    native = common.native_bf16()
+    bf16_steps = args.bf16_steps if args.bf16_steps is not None else (args.steps if native else 2)
+    bf16_repeats = args.bf16_repeats or (args.repeats if native else 1)
+
+    backbone = make_backbone(args.backbone)
+    embedding = make_embedding(backbone)
+    resolution = backbone.resolution
+    box_side = resolution // 4
+    print(f"stage 2: backbone {args.backbone} ({resolution} px), DDIM {args.steps}, guidance "
+          f"{args.guidance_scale}, batch {args.batch}, box {box_side} px, {args.threads} thread(s)")  # fmt: skip
+    images, boxes = make_inputs(resolution, box_side, args.batch, args.seed)
+
+    def generator_for(steps, precision="no", **extra):
+        config = GenerationConfig(
+            num_inference_steps=steps, guidance_scale=args.guidance_scale, mixed_precision=precision, **extra
+        )
+        return AnomalyGenerator(backbone, embedding, config=config)
+
+    def reference_for(steps, precision="no"):
+        return InpaintReference(
+            backbone, embedding, steps=steps, guidance_scale=args.guidance_scale, mixed_precision=precision
+        )
+
+    # 1. Throughput, fp32: ours vs the inpainting pipeline, interleaved.
+    outputs = {}
+
+    def keep(name, fn):
+        return lambda: outputs.__setitem__(name, fn())
+
+    runs = {
+        "ours": keep("ours", ours_runner(generator_for(args.steps), images, boxes, args.seed)),
+        "reference": keep("reference", reference_runner(reference_for(args.steps), images, boxes, args.seed)),
+    }
+    times = common.interleaved(runs, repeats=args.repeats, warmup=1)
+    summary = common.ratio_summary(times["reference"], times["ours"])
+    throughput = {k: args.batch / statistics.median(v) for k, v in times.items()}
+    change = {k: outside_change(outputs[k], images, boxes) for k in runs}
+    print("  " + common.fmt_ratio("fp32 throughput, ours / reference", summary, ">= 1.0x"))
+    print(f"  images/s: ours {throughput['ours']:.3f}, reference {throughput['reference']:.3f}; largest change "
+          f"outside the box: ours {change['ours']:.4f}, reference {change['reference']:.4f}")  # fmt: skip
+    result = {
+        "benchmark": "speed_stage2",
+        "backbone": args.backbone,
+        "resolution": resolution,
+        "steps": args.steps,
+        "guidance_scale": args.guidance_scale,
+        "batch": args.batch,
+        "threads": args.threads,
+        "fp32": {
+            **summary,
+            "target": 1.0,
+            "met": summary["median_ratio"] >= 1.0,
+            "images_per_s": throughput,
+            "times_s": times,
+            "max_change_outside_box": change,
+        },
+    }
+
+    # 2. Local mode: a 4x image with the same box size costs about as much as an image at the model's size.
+    big_images, big_boxes = make_inputs(4 * resolution, box_side, 1, args.seed + 1)
+    local = generator_for(args.steps)
+    runs = {
+        "large": ours_runner(local, big_images, big_boxes, args.seed),
+        "native": ours_runner(local, images[:1], boxes[:1], args.seed),
+    }
+    local_times = common.interleaved(runs, repeats=args.repeats, warmup=1)
+    local_summary = common.ratio_summary(local_times["large"], local_times["native"])
+    print("  " + common.fmt_ratio(f"local mode, {4 * resolution} px / {resolution} px image", local_summary,
+                                  "<= 1.2x", (f"{4 * resolution} px", f"{resolution} px")))  # fmt: skip
+    result["local"] = {
+        "large_px": 4 * resolution,
+        "native_px": resolution,
+        "box_px": box_side,
+        **local_summary,
+        "target": 1.2,
+        "met": local_summary["median_ratio"] <= 1.2,
+        "times_s": local_times,
+    }
+
+    # 3. bf16 autocast of the UNet calls: speed-up over fp32 and drift of the images (PSNR), ours and reference.
+    if bf16_steps:
+        outputs.clear()
+        runs = {
+            "ours_bf16": keep(
+                "ours_bf16", ours_runner(generator_for(bf16_steps, "bf16"), images, boxes, args.seed)
+            ),
+            "ours_fp32": keep("ours_fp32", ours_runner(generator_for(bf16_steps), images, boxes, args.seed)),
+            "reference_bf16": keep(
+                "reference_bf16",
+                reference_runner(reference_for(bf16_steps, "bf16"), images, boxes, args.seed),
+            ),
+            "reference_fp32": keep(
+                "reference_fp32", reference_runner(reference_for(bf16_steps), images, boxes, args.seed)
+            ),
+        }
+        times16 = common.interleaved(runs, repeats=bf16_repeats, warmup=1 if native else 0)
+        speedup = common.ratio_summary(times16["ours_fp32"], times16["ours_bf16"])
+        ref_speedup = common.ratio_summary(times16["reference_fp32"], times16["reference_bf16"])
+        versus = common.ratio_summary(times16["reference_bf16"], times16["ours_bf16"])
+        psnr = {
+            kind: min(
+                common.psnr(a, b)
+                for a, b in zip(outputs[f"{kind}_bf16"], outputs[f"{kind}_fp32"], strict=True)
+            )
+            for kind in ("ours", "reference")
+        }
+        print(
+            "  "
+            + common.fmt_ratio(f"bf16 speed-up of ours (DDIM {bf16_steps})", speedup, labels=("fp32", "bf16"))
+        )
+        print("  " + common.fmt_ratio("bf16 speed-up of the reference", ref_speedup, labels=("fp32", "bf16")))
+        print("  " + common.fmt_ratio("bf16 throughput, ours / reference", versus))
+        print(f"  bf16 vs fp32 image PSNR: ours {psnr['ours']:.1f} dB, reference {psnr['reference']:.1f} dB")
+        result["bf16"] = {
+            "steps": bf16_steps,
+            "repeats": bf16_repeats,
+            "ours_speedup_over_fp32": speedup,
+            "reference_speedup_over_fp32": ref_speedup,
+            "ours_over_reference": versus,
+            "psnr_bf16_vs_fp32_db": psnr,
+            "times_s": times16,
+            "how": "GenerationConfig(mixed_precision='bf16'): UNet calls under torch.autocast(bf16); the "
+            "reference's UNet forward wrapped the same way (hooks), VAE and text encoder fp32 in both",
+        }
+
+    # 4. Peak RSS of one generation, each in a fresh process.
+    if not args.no_memory:
+        result["memory"] = {}
+        for kind in ("ours", "reference"):
+            memory = common.run_child(
+                __file__,
+                ["--child", kind, "--backbone", args.backbone, "--steps", str(args.steps),
+                 "--guidance-scale", str(args.guidance_scale), "--batch", str(args.batch),
+                 "--seed", str(args.seed), "--threads", str(args.threads)],
+            )  # fmt: skip
+            result["memory"][kind] = memory
+            print(f"  peak RSS {kind}: {memory['peak_rss_mib']:.0f} MiB "
+                  f"(after building the backbone: {memory['baseline_rss_mib']:.0f} MiB)")  # fmt: skip
+    path = common.write_result(out, result)
+    print(f"  wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
