@@ -17,6 +17,9 @@ from PIL import Image
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: files written through mkstemp get the usual mode, not its private 0600
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -144,6 +147,7 @@ def save_png(tensor_or_pil: torch.Tensor | Image.Image, path: str | os.PathLike)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture = to_pil(tensor_or_pil) if isinstance(tensor_or_pil, torch.Tensor) else tensor_or_pil
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, 0o666 & ~_UMASK)
     try:
         with os.fdopen(handle, "wb") as stream:
             picture.save(stream, format="PNG")
@@ -161,6 +165,7 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, 0o666 & ~_UMASK)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -1,19 +1,19 @@
 """Supervised segmentation from generated anomalies: `AnoGenAugment` in a plain PyTorch training loop.
 
-The protocol of later few-shot generation papers (AnomalyDiffusion, DualAnoDiff, SeaS): a small U-Net is trained
-from scratch on normal images into which anomalies are put on the fly, then tested on real anomalies. It is also
-the library's example of using the transform in your own training script::
+The protocol of later few-shot generation papers (AnomalyDiffusion, DualAnoDiff, SeaS): a small U-Net is
+trained from scratch on normal images into which anomalies are put on the fly, then tested on real anomalies.
+It is also the library's example of using the transform in your own training script::
 
     augment = AnoGenAugment(bank, p=0.5, mask_from="box_mask")       # the paper's weak label: the box
     train_set = SyntheticAnomalySet(normal_images, augment=augment)
     run = train_segmenter(train_set, epochs=20, tau=0.9, generator=torch.Generator().manual_seed(0))
     metrics = evaluate_segmenter(run.model, test_set)                 # items {"image", "gt_mask"}
 
-How labels reach the loss: every training item carries ``gt_mask`` (the target) and ``box_mask`` (where the target
-is only a box). With ``mask_from="box_mask"`` the augment writes the box into the `tv_tensors.Mask`, and the item's
-``box_mask`` is that box: `WeakSupervisionLoss` then drops the loss of confidently normal pixels inside it
-(``tau < 1``). With ``mask_from="mask"`` (exact crop-and-paste masks) or a Perlin anomaly the target is a pixel
-mask and ``box_mask`` is empty: plain, full supervision.
+How labels reach the loss: every training item carries ``gt_mask`` (the target) and ``box_mask`` (where the
+target is only a box). With ``mask_from="box_mask"`` the augment writes the box into the `tv_tensors.Mask`,
+and the item's ``box_mask`` is that box: `WeakSupervisionLoss` then drops the loss of confidently normal
+pixels inside it (``tau < 1``). With ``mask_from="mask"`` (exact crop-and-paste masks) or a Perlin anomaly the
+target is a pixel mask and ``box_mask`` is empty: plain, full supervision.
 
 Perlin anomalies and the metrics F1-max and AUPRO come from anomalib (extra ``anogen-aug[anomalib]``).
 """
@@ -70,20 +70,29 @@ class UNet(nn.Module):
         base_channels: Width of the first level; level ``i`` has ``base_channels * 2**i``.
         depth: Number of levels (``depth - 1`` poolings); height and width must be divisible by
             ``2 ** (depth - 1)``.
+        prior: P(anomalous) of every pixel at initialisation.
     """
 
-    def __init__(self, *, in_channels: int = 3, base_channels: int = 16, depth: int = 5) -> None:
+    def __init__(
+        self, *, in_channels: int = 3, base_channels: int = 16, depth: int = 5, prior: float = 0.2
+    ) -> None:
         super().__init__()
         if depth < 2 or base_channels < 1:
             raise ValueError(
                 f"`depth` must be >= 2 and `base_channels` >= 1, got {depth} and {base_channels}"
             )
+        if not 0 < prior < 1:
+            raise ValueError(f"`prior` must be in (0, 1), got {prior!r}")
         widths = [base_channels * 2**i for i in range(depth)]
         self.down = nn.ModuleList(
             _conv_block(in_channels if i == 0 else widths[i - 1], widths[i]) for i in range(depth)
         )
         self.up = nn.ModuleList(_conv_block(widths[i + 1] + widths[i], widths[i]) for i in range(depth - 1))
         self.head = nn.Conv2d(widths[0], 1, 1)
+        # Start from P(anomalous) = `prior` everywhere (RetinaNet's focal-loss prior): anomalous pixels are
+        # rare, and from 0.5 Adam spends its first few hundred steps just moving this bias. Keep 1 - prior
+        # < tau for weak supervision: box pixels that start "confidently normal" are never supervised.
+        nn.init.constant_(self.head.bias, math.log(prior / (1 - prior)))
         self.depth = depth
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -145,7 +154,7 @@ class SyntheticAnomalySet(Dataset):
     @staticmethod
     def _load(image, size: int | None) -> torch.Tensor:
         image = load_image(image)
-        # Resized as `write_bank` resizes its sources, so AnoGenAugment finds the samples made from this image.
+        # Resized as `write_bank` resizes sources, so AnoGenAugment finds the samples made from this image.
         return image if size is None else resize_source(image, (size, size))
 
     def _box_labelled(self, params: dict) -> bool:
@@ -224,8 +233,8 @@ def train_segmenter(
         loss: ``"focal"`` or ``"bce"`` per pixel.
         device: Where to train.
         generator: Seeds everything of the run (model init, shuffling, augmentations): the global torch RNG
-            (used by torchvision-style transforms and anomalib's Perlin generator) is forked, seeded from it and
-            restored on return. None: the global RNG as it is.
+            (used by torchvision-style transforms and anomalib's Perlin generator) is forked, seeded from it
+            and restored on return. None: the global RNG as it is.
         progress: Show a tqdm bar.
 
     Returns:
@@ -288,7 +297,7 @@ class SegmentationMetrics:
 
 
 def image_scores(anomaly_map: torch.Tensor, *, image_score: str = "topk", top_k: int = 16) -> torch.Tensor:
-    """One score per image from ``(N, 1, H, W)`` maps: the maximum, or the mean of the ``top_k`` highest pixels."""
+    """One score per image from ``(N, 1, H, W)`` maps: the maximum or the mean of the ``top_k`` top pixels."""
     if image_score not in IMAGE_SCORES:
         raise ValueError(f"`image_score` must be one of {IMAGE_SCORES}, got {image_score!r}")
     flat = anomaly_map.flatten(1)  # (N, H * W)
@@ -344,7 +353,7 @@ def score_maps(
 
 @torch.no_grad()
 def predict_maps(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """P(anomalous) maps ``(N, 1, H, W)`` of images ``(N, 3, H, W)``, on the model's device, returned on CPU."""
+    """P(anomalous) maps ``(N, 1, H, W)`` of images ``(N, 3, H, W)``, run on the model's device, on CPU."""
     model.eval()
     device = next(model.parameters()).device
     maps = [

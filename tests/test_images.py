@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -45,3 +47,6 @@ def test_mask_any_nonzero_is_foreground_and_png_round_trip(tmp_path):
     assert content_hash(again) == content_hash(again.clone())
     assert content_hash(again) != content_hash(1 - again)
     assert not list(tmp_path.glob(".*tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
