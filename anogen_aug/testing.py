@@ -127,10 +127,17 @@ def _bert_parts(folder: Path, width: int):
     return LDMBertModel(config), tokenizer
 
 
-def _clip_parts(folder: Path, width: int):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def tiny_clip_tokenizer(folder: str | os.PathLike, *, vocab_size: int | None = None):
+    """A CLIP byte-pair tokenizer written to ``folder`` whose merges build every known word as one token.
 
-    # A byte-pair vocabulary whose merges build every known word as one token, left to right.
+    Args:
+        folder: Where ``vocab.json`` and ``merges.txt`` are written.
+        vocab_size: Pad the vocabulary with unused tokens to this size (e.g. CLIP's 49 408), for benchmarks that
+            need a real model's number of embedding rows.
+    """
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
     tokens = ["<|startoftext|>", "<|endoftext|>", "<unk>"]
     merges: list[str] = []
     letters = sorted({c for word in _WORDS for c in word} | set("abcdefghijklmnopqrstuvwxyz"))
@@ -145,11 +152,18 @@ def _clip_parts(folder: Path, width: int):
             piece = piece + right
             if piece not in tokens:
                 tokens.append(piece)
+    tokens += [f"<unused{i}>" for i in range((vocab_size or 0) - len(tokens))]  # never produced by the merges
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder), unk_token="<unk>", model_max_length=77)
+    return CLIPTokenizer.from_pretrained(str(folder), unk_token="<unk>", model_max_length=77)
+
+
+def _clip_parts(folder: Path, width: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer(folder)
     config = CLIPTextConfig(
-        vocab_size=len(tokens),
+        vocab_size=len(tokenizer),
         hidden_size=width,
         intermediate_size=64,
         num_hidden_layers=2,

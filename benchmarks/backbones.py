@@ -14,7 +14,6 @@ the ``meta`` device, no memory, no weights).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import count_flops, write_result  # noqa: E402
 
 from anogen_aug.backbone import Backbone  # noqa: E402
-from anogen_aug.testing import _WORDS, tiny_backbone  # noqa: E402
+from anogen_aug.testing import tiny_backbone, tiny_clip_tokenizer  # noqa: E402
 
 BACKBONES = ("tiny", "sd-reduced")
 
@@ -104,26 +103,10 @@ def _text_encoder(shape: dict) -> CLIPTextModel:
 
 
 def _clip_tokenizer(vocab_size: int) -> CLIPTokenizer:
-    """A byte-pair CLIP tokenizer that knows the prompt words as single tokens, padded to ``vocab_size`` entries
-    (as CLIP's 49 408), so a whole-embedding-matrix optimiser has a real model's number of rows."""
-    tokens = ["<|startoftext|>", "<|endoftext|>", "<unk>"]
-    merges: list[str] = []
-    letters = sorted({c for word in _WORDS for c in word} | set("abcdefghijklmnopqrstuvwxyz"))
-    tokens += letters + [c + "</w>" for c in letters]
-    for word in _WORDS:
-        piece = word[0]
-        for i, char in enumerate(word[1:], start=1):
-            right = char + ("</w>" if i == len(word) - 1 else "")
-            if f"{piece} {right}" not in merges:
-                merges.append(f"{piece} {right}")
-            piece += right
-            if piece not in tokens:
-                tokens.append(piece)
-    tokens += [f"<unused{i}>" for i in range(vocab_size - len(tokens))]  # never produced by the merges
+    """The tiny CLIP tokenizer padded to ``vocab_size`` entries (as CLIP's 49 408), so a whole-embedding-matrix
+    optimiser has a real model's number of rows."""
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-        (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        return CLIPTokenizer.from_pretrained(folder, unk_token="<unk>", model_max_length=77)
+        return tiny_clip_tokenizer(folder, vocab_size=vocab_size)
 
 
 def _scheduler_config() -> dict:
