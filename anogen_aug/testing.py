@@ -94,8 +94,8 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def _scheduler() -> DDIMScheduler:
-    # The LDM/SD noise schedule: beta "scaled_linear" 0.00085 -> 0.012 over 1000 steps.
+def ldm_scheduler() -> DDIMScheduler:
+    """The LDM / Stable Diffusion noise schedule: beta "scaled_linear" 0.00085 -> 0.012 over 1000 steps."""
     return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -196,7 +196,7 @@ def tiny_backbone(family: str = "ldm", *, seed: int = 0, width: int = 32) -> Bac
         tokenizer=tokenizer,
         unet=unet,
         vae=vae,
-        scheduler_config=dict(_scheduler().config),
+        scheduler_config=dict(ldm_scheduler().config),
         name_or_path=f"anogen-aug/tiny-{family}-seed{seed}",
     )
 

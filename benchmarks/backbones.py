@@ -19,14 +19,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import count_flops, write_result  # noqa: E402
 
 from anogen_aug.backbone import Backbone  # noqa: E402
-from anogen_aug.testing import tiny_backbone, tiny_clip_tokenizer  # noqa: E402
+from anogen_aug.testing import ldm_scheduler, tiny_backbone, tiny_clip_tokenizer  # noqa: E402
 
 BACKBONES = ("tiny", "sd-reduced")
 
@@ -110,15 +110,7 @@ def _clip_tokenizer(vocab_size: int) -> CLIPTokenizer:
 
 
 def _scheduler_config() -> dict:
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return dict(scheduler.config)
+    return dict(ldm_scheduler().config)
 
 
 def sd_reduced_backbone(*, seed: int = 0, resolution: int = 256) -> Backbone:

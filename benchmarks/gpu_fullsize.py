@@ -33,10 +33,10 @@ from anogen_aug.inversion import InversionConfig, learn_defect_embedding  # noqa
 
 def fullsize_ldm_backbone(device: str) -> Backbone:
     """The `CompVis/ldm-text2im-large-256` architecture (configs as published), randomly initialised."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
 
-    from anogen_aug.testing import _bert_parts
+    from anogen_aug.testing import _bert_parts, ldm_scheduler
 
     with tempfile.TemporaryDirectory() as folder:
         _, tokenizer = _bert_parts(
@@ -75,12 +75,10 @@ def fullsize_ldm_backbone(device: str) -> Backbone:
         latent_channels=4,
         sample_size=256,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False)  # fmt: skip
     for module in (bert, unet, vae):
         module.to(device)
     return Backbone(family="ldm", text_encoder=bert, tokenizer=tokenizer, unet=unet, vae=vae,
-                    scheduler_config=dict(scheduler.config), name_or_path="fullsize-random-ldm")  # fmt: skip
+                    scheduler_config=dict(ldm_scheduler().config), name_or_path="fullsize-random-ldm")  # fmt: skip
 
 
 def _sync(device: str) -> None:

@@ -84,3 +84,18 @@ def training_fields(batch) -> dict[str, torch.Tensor] | None:
         gt_mask = resize_mask(_plain(batch.gt_mask, rows, 1).float(), size).to(device)
     is_generated = batch.is_generated.as_subclass(torch.Tensor).reshape(rows).to(device).bool()
     return {"source_image": source, "gt_mask": gt_mask, "box_mask": box_mask, "is_generated": is_generated}
+
+
+def anomaly_targets(batch, image: torch.Tensor):
+    """What a training step needs from a batch: ``(source, gt_mask, weak_mask, is_generated)``.
+
+    ``source`` is the clean image (the batch's ``source_image``, or ``image`` for a plain anomalib batch),
+    ``gt_mask`` the anomaly mask, ``weak_mask`` the boxes of generated rows (where the tau mask applies), all
+    ``(B, ...)`` float; ``is_generated`` ``(B,)`` bool, or None for a plain batch (no AnoGen fields).
+    """
+    fields = training_fields(batch)
+    if fields is None:
+        mask = torch.zeros(len(image), 1, *image.shape[-2:], device=image.device)
+        return image, mask, torch.zeros_like(mask), None
+    weak_mask = fields["box_mask"] * fields["is_generated"].view(-1, 1, 1, 1)
+    return fields["source_image"], fields["gt_mask"], weak_mask, fields["is_generated"]

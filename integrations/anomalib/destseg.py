@@ -31,7 +31,7 @@ from torchvision.transforms.v2 import Normalize
 
 from anogen_aug.losses import WeakSupervisionLoss, binary_focal_loss_per_pixel, resize_mask
 
-from .batch import training_fields
+from .batch import anomaly_targets
 from .destseg_model import DeSTSegModel, load_teacher_state
 from .evaluator import anogen_evaluator
 
@@ -161,14 +161,11 @@ class DeSTSeg(AnomalibModule):
         """Step 1: ``(corrupted, clean, mask, weak_mask)`` in [0, 1]; every row anomalous."""
         image = batch.image.as_subclass(torch.Tensor) * std + mean  # undo the pre-processor's Normalize
         rows = len(image)
-        fields = training_fields(batch)
-        if fields is None:
-            clean, mask = image, torch.zeros(rows, 1, *image.shape[-2:], device=image.device)
-            weak_mask, perlin_rows = torch.zeros_like(mask), torch.ones(rows, dtype=torch.bool)
+        clean, mask, weak_mask, generated = anomaly_targets(batch, image)
+        if generated is None:
+            perlin_rows = torch.ones(rows, dtype=torch.bool)
         else:
-            clean, mask = fields["source_image"], fields["gt_mask"]
-            weak_mask = fields["box_mask"] * fields["is_generated"].view(-1, 1, 1, 1)
-            perlin_rows = ~fields["is_generated"].cpu() | (torch.rand(rows) < self.perlin_p)
+            perlin_rows = ~generated.cpu() | (torch.rand(rows) < self.perlin_p)
         corrupted, mask, weak_mask = image.clone(), mask.clone(), weak_mask.clone()
         if perlin_rows.any():
             perlin_rows = perlin_rows.to(image.device)

@@ -37,7 +37,7 @@ from torch import nn
 
 from anogen_aug.losses import WeakSupervisionLoss, focal_loss_per_pixel
 
-from .batch import training_fields
+from .batch import anomaly_targets
 from .evaluator import anogen_evaluator
 
 
@@ -179,14 +179,10 @@ class WeakDraem(Draem):
         image = batch.image.as_subclass(torch.Tensor)  # (B, 3, H, W) in [0, 1]
         rows = len(image)
         # 1. Fields and the rows that become Perlin anomalies (all rows for a batch without AnoGen fields).
-        fields = training_fields(batch)
-        if fields is None:
-            source, target_mask = image, torch.zeros(rows, 1, *image.shape[-2:], device=image.device)
-            weak_mask, perlin_rows = torch.zeros_like(target_mask), torch.ones(rows, dtype=torch.bool)
-        else:
-            source, target_mask = fields["source_image"], fields["gt_mask"]
-            weak_mask = fields["box_mask"] * fields["is_generated"].view(-1, 1, 1, 1)
-            perlin_rows = torch.rand(rows) < self.perlin_p
+        source, target_mask, weak_mask, generated = anomaly_targets(batch, image)
+        perlin_rows = (
+            torch.ones(rows, dtype=torch.bool) if generated is None else torch.rand(rows) < self.perlin_p
+        )
         model_input = image.clone()
         # 2. Perlin / texture anomalies from the CLEAN source (half of them anomaly-free, as in anomalib).
         if perlin_rows.any():
