@@ -25,17 +25,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
+from .families import DEFAULT_BACKBONE, LAYOUTS, PLACEHOLDER, detect_family
+
 logger = logging.getLogger(__name__)
-
-DEFAULT_BACKBONE = "CompVis/ldm-text2im-large-256"
-#: The placeholder string in prompts; an existing single token in both BERT and CLIP vocabularies
-#: (the AnoGen code also uses "*"), so no vocabulary is ever changed.
-PLACEHOLDER = "*"
-
-_LAYOUTS = {
-    "ldm": {"text_encoder": "bert", "vae": "vqvae"},
-    "sd": {"text_encoder": "text_encoder", "vae": "vae"},
-}
 
 
 @dataclass(eq=False)
@@ -61,8 +53,8 @@ class Backbone:
     _placeholder_id: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.family not in _LAYOUTS:
-            raise ValueError(f"`family` must be one of {sorted(_LAYOUTS)}, got {self.family!r}")
+        if self.family not in LAYOUTS:
+            raise ValueError(f"`family` must be one of {sorted(LAYOUTS)}, got {self.family!r}")
         for module in (self.text_encoder, self.unet, self.vae):
             module.requires_grad_(False)
             module.eval()
@@ -218,18 +210,6 @@ def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:
     from huggingface_hub import hf_hub_download
 
     return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text()), False
-
-
-def detect_family(model_index: dict) -> str:
-    """``"ldm"`` or ``"sd"`` from a pipeline's ``model_index.json``; anything else is refused."""
-    for family, layout in _LAYOUTS.items():
-        if all(key in model_index for key in ("unet", "tokenizer", layout["text_encoder"], layout["vae"])):
-            return family
-    components = sorted(k for k in model_index if not k.startswith("_"))
-    raise ValueError(
-        "unknown backbone layout: expected an LDMTextToImagePipeline (bert, tokenizer, unet, vqvae, scheduler) or a "
-        f"Stable Diffusion pipeline (text_encoder, tokenizer, unet, vae, scheduler), got components {components}"
-    )
 
 
 def load_backbone(

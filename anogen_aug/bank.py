@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .images import content_hash, load_image, load_mask, quantize, save_png, write_bytes_atomic
+from .atomic import write_bytes_atomic
+from .images import content_hash, load_image, load_mask, quantize, save_png
 from .synthesis import Synthesis
 
 logger = logging.getLogger(__name__)

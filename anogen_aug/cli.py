@@ -114,14 +114,14 @@ def cmd_learn(args) -> int:
         args.masks,
         config=config,
         generator=_seeded(args.seed),
-        token=args.token,
+        placeholder_token=args.placeholder_token,
         category=args.category,
         defect_type=args.defect_type,
         output_dir=out / "checkpoints",
         resume=args.resume,
     )
     embedding.save_pretrained(out)
-    print(f"saved defect embedding {embedding.token} (width {embedding.dim}) to {out}")
+    print(f"saved defect embedding {embedding.placeholder_token} (width {embedding.dim}) to {out}")
     return 0
 
 
@@ -235,12 +235,12 @@ def cmd_convert_official(args) -> int:
     embedding = convert_official(
         args.path,
         trust_pickle=args.trust_pickle,
-        token=args.token,
+        placeholder_token=args.placeholder_token,
         category=args.category,
         defect_type=args.defect_type,
     )
     embedding.save_pretrained(args.out)
-    print(f"converted {args.path} -> {args.out} ({embedding.token}, width {embedding.dim})")
+    print(f"converted {args.path} -> {args.out} ({embedding.placeholder_token}, width {embedding.dim})")
     return 0
 
 
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--images", nargs="+", required=True, help="1-3 defect images")
     learn.add_argument("--masks", nargs="+", required=True, help="their pixel masks, same order")
     learn.add_argument("--out", required=True, help="output folder (embedding files; checkpoints/ inside)")
-    learn.add_argument("--token", help="token name, default <defect-type>")
+    learn.add_argument("--placeholder-token", help="the learned token's name, default <defect-type>")
     learn.add_argument("--category")
     learn.add_argument("--defect-type")
     learn.add_argument("--seed", type=int, default=0)
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--trust-pickle", action="store_true", help="allow unpickling (the file can run code)"
     )
-    convert.add_argument("--token")
+    convert.add_argument("--placeholder-token", help="the token's name, default <category-defect>")
     convert.add_argument("--category")
     convert.add_argument("--defect-type")
     convert.set_defaults(func=cmd_convert_official)

@@ -145,7 +145,7 @@ def run_demo(
         output_dir=out / "embedding" / "checkpoints",
     )
     embedding.save_pretrained(out / "embedding")
-    say(f"3/5 learned {embedding.token} in {steps} steps -> {out / 'embedding'}")
+    say(f"3/5 learned {embedding.placeholder_token} in {steps} steps -> {out / 'embedding'}")
 
     # 4. Stage 2: generate inside sampled boxes, into two banks (diffusion, crop-and-paste).
     sampler = BoxSampler(width_range=(0.2, 0.35), height_range=(0.2, 0.35), region="auto")

@@ -14,13 +14,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
-from .backbone import DEFAULT_BACKBONE, Backbone
+from .atomic import write_bytes_atomic, write_text_atomic
+from .families import DEFAULT_BACKBONE
+
+if TYPE_CHECKING:  # the backbone module imports diffusers; reading an embedding must not
+    from .backbone import Backbone
 
 WEIGHTS_NAME = "learned_embeds.safetensors"
 CONFIG_NAME = "config.json"
@@ -69,7 +74,9 @@ class DefectEmbedding(
 
     Args:
         vectors: The learned vector(s), ``(num_vectors, dim)`` or ``(dim,)``.
-        token: The token name used in files and by diffusers' loader (``"<bottle-broken_large>"``).
+        placeholder_token: The token's name in files and for diffusers' loader (``"<bottle-broken_large>"``).
+            (``token`` is only ever the Hub credential; files written before 0.1 stored this as ``"token"``,
+            which `from_pretrained` still reads.)
         backbone: Hub id or path of the backbone it was learned on; ``backbone_revision`` its revision.
         init_word, category, defect_type, steps, config, support_hashes: provenance metadata.
         **extra: Further JSON-able metadata, kept and saved.
@@ -78,7 +85,7 @@ class DefectEmbedding(
     def __init__(
         self,
         vectors: torch.Tensor,
-        token: str = "<defect>",
+        placeholder_token: str = "<defect>",
         *,
         backbone: str | None = DEFAULT_BACKBONE,
         backbone_revision: str | None = None,
@@ -96,10 +103,16 @@ class DefectEmbedding(
             raise ValueError(f"`vectors` must have shape (num_vectors, dim), got {tuple(vectors.shape)}")
         if not torch.isfinite(vectors).all():
             raise ValueError("`vectors` contains NaN or infinite values")
-        if not isinstance(token, str) or not token.strip() or " " in token:
-            raise ValueError(f"`token` must be a non-empty string without spaces, got {token!r}")
+        if (
+            not isinstance(placeholder_token, str)
+            or not placeholder_token.strip()
+            or " " in placeholder_token
+        ):
+            raise ValueError(
+                f"`placeholder_token` must be a non-empty string without spaces, got {placeholder_token!r}"
+            )
         self.vectors = vectors.contiguous()
-        self.token = token
+        self.placeholder_token = placeholder_token
         self.backbone = backbone
         self.backbone_revision = backbone_revision
         self.init_word = init_word
@@ -121,14 +134,14 @@ class DefectEmbedding(
 
     @property
     def id(self) -> str:
-        """Content id: token plus a hash of the vector bytes (stored in bank manifests)."""
+        """Content id: the placeholder token plus a hash of the vector bytes (stored in bank manifests)."""
         digest = hashlib.sha256(self.vectors.numpy().tobytes()).hexdigest()[:12]
-        return f"{self.token}@{digest}"
+        return f"{self.placeholder_token}@{digest}"
 
     def metadata(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
-            "token": self.token,
+            "placeholder_token": self.placeholder_token,
             "num_vectors": self.num_vectors,
             "dim": self.dim,
             "backbone": self.backbone,
@@ -146,24 +159,23 @@ class DefectEmbedding(
         """Refuse a backbone whose text-encoder width differs from this embedding's."""
         if backbone.token_dim != self.dim:
             raise ValueError(
-                f"embedding {self.token!r} has width {self.dim} (learned on {self.backbone}), but the backbone "
+                f"embedding {self.placeholder_token!r} has width {self.dim} (learned on {self.backbone}), but the backbone "
                 f"{backbone.name_or_path or backbone.family} has text-encoder width {backbone.token_dim}: embeddings of "
                 "different widths are not interchangeable; use the backbone the embedding was learned on"
             )
 
     def __repr__(self) -> str:
         where = f", category={self.category!r}" if self.category else ""
-        return f"DefectEmbedding(token={self.token!r}, shape={tuple(self.vectors.shape)}{where}, defect_type={self.defect_type!r})"
+        return f"DefectEmbedding(placeholder_token={self.placeholder_token!r}, shape={tuple(self.vectors.shape)}{where}, defect_type={self.defect_type!r})"
 
     # --- files and the Hub (huggingface_hub's ModelHubMixin protocol) ----------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
         save_directory = Path(save_directory)
-        temp = save_directory / f".{WEIGHTS_NAME}.tmp"
-        save_file({self.token: self.vectors}, str(temp), metadata={"format": "pt"})
-        os.replace(temp, save_directory / WEIGHTS_NAME)
-        temp = save_directory / f".{CONFIG_NAME}.tmp"
-        temp.write_text(json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
-        os.replace(temp, save_directory / CONFIG_NAME)
+        weights = save_safetensors({self.placeholder_token: self.vectors}, metadata={"format": "pt"})
+        write_bytes_atomic(weights, save_directory / WEIGHTS_NAME)
+        write_text_atomic(
+            json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n", save_directory / CONFIG_NAME
+        )
 
     @classmethod
     def from_pretrained(
@@ -178,8 +190,9 @@ class DefectEmbedding(
     ) -> DefectEmbedding:
         """Load an embedding from a folder written by `save_pretrained`, or from a Hub repo id.
 
-        (The mixin's generic loader would pass the config's ``token`` field as the Hub token, so this class
-        reads its own two files.)
+        ``token`` is the Hub credential. This class reads its own two files (diffusers' weights layout and
+        ``config.json``) instead of the mixin's generic loader, which would pass every config field to
+        ``__init__``: files written before the rename keep the placeholder under ``"token"``.
         """
         return cls._from_pretrained(
             model_id=str(pretrained_model_name_or_path),
@@ -225,18 +238,18 @@ class DefectEmbedding(
 
         metadata = json.loads(fetch(CONFIG_NAME).read_text())
         tensors = load_file(str(fetch(WEIGHTS_NAME)))
-        name = metadata.get("token") or next(iter(tensors))
+        name = metadata.get("placeholder_token") or metadata.get("token") or next(iter(tensors))
         if name not in tensors:
             raise ValueError(
                 f"{WEIGHTS_NAME} of {model_id} has keys {sorted(tensors)}, expected the token {name!r}"
             )
-        known = {"format_version", "num_vectors", "dim", "token"}
+        known = {"format_version", "num_vectors", "dim", "token", "placeholder_token"}
         fields = {k: v for k, v in metadata.items() if k not in known}
         if metadata.get("dim") not in (None, tensors[name].shape[-1]):
             raise ValueError(
                 f"{model_id}: config says width {metadata['dim']}, the weights have {tensors[name].shape[-1]}"
             )
-        return cls(tensors[name], token=name, **fields)
+        return cls(tensors[name], placeholder_token=name, **fields)
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
         """Upload ``learned_embeds.safetensors``, ``config.json`` and a model card to a Hub model repo.
@@ -247,7 +260,7 @@ class DefectEmbedding(
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        repo_id = kwargs.get("repo_id") or f"<user>/{self.token.strip('<>')}"
+        repo_id = kwargs.get("repo_id") or f"<user>/{self.placeholder_token.strip('<>')}"
         card_data = ModelCardData(
             library_name="anogen-aug",
             license="apache-2.0",
@@ -264,9 +277,9 @@ class DefectEmbedding(
         return ModelCard.from_template(
             card_data,
             template_str=_CARD_TEMPLATE,
-            title=f"anogen-aug defect embedding {self.token}",
+            title=f"anogen-aug defect embedding {self.placeholder_token}",
             backbone=self.backbone,
-            defect=self.defect_type or self.token,
+            defect=self.defect_type or self.placeholder_token,
             category_text=f" on **{self.category}**" if self.category else "",
             num_support=len(self.support_hashes) or "a few",
             table="\n".join(f"| {k} | `{v}` |" for k, v in rows.items()),

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+from .atomic import write_atomic
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: files written through mkstemp get the usual mode, not its private 0600
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -142,40 +141,26 @@ def quantize(image: torch.Tensor) -> torch.Tensor:
 
 
 def save_png(tensor_or_pil: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a PNG atomically (`anogen_aug.atomic.write_atomic`: temp file, fsync, rename)."""
     picture = to_pil(tensor_or_pil) if isinstance(tensor_or_pil, torch.Tensor) else tensor_or_pil
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(handle, 0o666 & ~_UMASK)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            picture.save(stream, format="PNG")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: picture.save(stream, format="PNG"))
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write bytes atomically (temp name, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(handle, 0o666 & ~_UMASK)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+def resize_image(images: torch.Tensor, size: tuple[int, int], *, mode: str = "bicubic") -> torch.Tensor:
+    """Antialiased (as PIL) resize of ``(B, C, H, W)`` or ``(C, H, W)`` in [0, 1], clamped to [0, 1].
+
+    The one image resize of the library (support images, generation windows, bank sources: ``"bicubic"``; the
+    transform's cheap patch transplant: ``"bilinear"``); the same size is returned untouched. Masks resize with
+    `anogen_aug.masks.resize_mask`.
+    """
+    size = tuple(int(s) for s in size)
+    if images.shape[-2:] == size:
+        return images
+    batched = images if images.ndim == 4 else images[None]  # (B, C, H, W)
+    resized = F.interpolate(batched, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
+        0, 1
+    )
+    return resized if images.ndim == 4 else resized[0]
 
 
 def content_hash(image: ImageLike) -> str:

@@ -29,9 +29,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
+from .atomic import write_bytes_atomic
 from .backbone import Backbone, warn_if_slow_bf16
 from .embedding import DefectEmbedding
-from .images import content_hash, load_image, load_mask, write_bytes_atomic
+from .images import content_hash, load_image, load_mask
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def learn_defect_embedding(
     *,
     config: InversionConfig | None = None,
     generator: torch.Generator | None = None,
-    token: str | None = None,
+    placeholder_token: str | None = None,
     category: str | None = None,
     defect_type: str | None = None,
     output_dir: str | os.PathLike | None = None,
@@ -218,7 +219,7 @@ def learn_defect_embedding(
         config: Settings (default: the reference settings, `InversionConfig()`).
         generator: The only source of randomness (default ``torch.Generator().manual_seed(0)``). Same seed, same
             vector, bit for bit. On resume its state is restored from the checkpoint.
-        token: The token name (default ``f"<{defect_type or 'defect'}>"``).
+        placeholder_token: The learned token's name (default ``f"<{defect_type or 'defect'}>"``).
         category, defect_type: Metadata stored in the embedding.
         output_dir: Folder for checkpoints ``checkpoint-<step>/`` (every ``config.checkpointing_steps`` steps and
             at the end); None writes nothing.
@@ -238,7 +239,7 @@ def learn_defect_embedding(
     support_images, support_masks, support_hashes = _load_support(images, masks)
     resolution = _check_backbone(backbone, config)
     init = _init_vectors(backbone, config)  # (n, D)
-    token = _check_token(token, defect_type)
+    token = _check_token(placeholder_token, defect_type)
     if resume and output_dir is None:
         raise ValueError("`resume=True` needs the `output_dir` that holds the checkpoints")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
@@ -406,8 +407,10 @@ def _init_vectors(backbone: Backbone, config: InversionConfig) -> torch.Tensor:
 def _check_token(token: str | None, defect_type: str | None) -> str:
     name = token or f"<{defect_type or 'defect'}>"
     if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        source = "`token`" if token else "the token made from `defect_type`"
-        raise ValueError(f"{source} must be a non-empty string without spaces, got {name!r}; pass token=")
+        source = "`placeholder_token`" if token else "the token made from `defect_type`"
+        raise ValueError(
+            f"{source} must be a non-empty string without spaces, got {name!r}; pass placeholder_token="
+        )
     return name
 
 

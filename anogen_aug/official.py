@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .backbone import DEFAULT_BACKBONE
 from .embedding import DefectEmbedding
+from .families import DEFAULT_BACKBONE
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def convert_official(
     path: str | os.PathLike,
     *,
     trust_pickle: bool = False,
-    token: str | None = None,
+    placeholder_token: str | None = None,
     category: str | None = None,
     defect_type: str | None = None,
 ) -> DefectEmbedding:
@@ -47,7 +47,7 @@ def convert_official(
     Args:
         path: Local path of the ``embeddings.pt`` file.
         trust_pickle: Must be True: the file is a pickle, which can execute code when loaded.
-        token: Token name of the result (default ``<category-defect>``).
+        placeholder_token: Token name of the result (default ``<category-defect>``).
         category, defect_type: Default: parsed from the parent folder name (``bottle_broken_large``).
 
     Raises:
@@ -75,12 +75,12 @@ def convert_official(
     parsed_category, parsed_defect = _split_folder_name(path.parent.name)
     category = category or parsed_category
     defect_type = defect_type or parsed_defect
-    if token is None:
-        token = f"<{category}-{defect_type}>" if category and defect_type else "<anogen-defect>"
+    if placeholder_token is None:
+        placeholder_token = f"<{category}-{defect_type}>" if category and defect_type else "<anogen-defect>"
     logger.info("converted %s: %s vectors of width %s", path, *vectors.shape)
     return DefectEmbedding(
         vectors,
-        token=token,
+        placeholder_token=placeholder_token,
         backbone=DEFAULT_BACKBONE,
         init_word="defect",
         category=category,

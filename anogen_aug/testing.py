@@ -106,14 +106,24 @@ def ldm_scheduler() -> DDIMScheduler:
     )
 
 
-def _bert_parts(folder: Path, width: int):
-    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+def tiny_bert_tokenizer(folder: str | os.PathLike):
+    """A small offline BERT WordPiece tokenizer whose vocabulary file the code writes into ``folder``.
+
+    (``BertTokenizer(vocab_file=...)`` silently ignores the file in transformers 5: every id becomes [UNK];
+    loading the folder with ``from_pretrained`` reads it.)
+    """
     from transformers import BertTokenizer
 
-    vocab = folder / "vocab.txt"
+    vocab = Path(folder) / "vocab.txt"
     words = list(dict.fromkeys(_SPECIAL_BERT + _WORDS + list("abcdefghijklmnopqrstuvwxyz")))
     vocab.write_text("\n".join(words) + "\n")
-    tokenizer = BertTokenizer.from_pretrained(str(folder), model_max_length=77)
+    return BertTokenizer.from_pretrained(str(folder), model_max_length=77)
+
+
+def _bert_parts(folder: Path, width: int):
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+
+    tokenizer = tiny_bert_tokenizer(folder)
     config = LDMBertConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=77,

@@ -44,9 +44,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import EvaluationSet, cap, cap_anomalies, read_mvtec, resize_mask, split_support  # noqa: E402
 
+from anogen_aug.atomic import write_bytes_atomic  # noqa: E402
 from anogen_aug.bank import AnomalyBank, resize_source, write_bank  # noqa: E402
 from anogen_aug.boxes import BoxSampler, mask_to_box  # noqa: E402
-from anogen_aug.images import load_image, load_mask, write_bytes_atomic  # noqa: E402
+from anogen_aug.images import load_image, load_mask  # noqa: E402
 from anogen_aug.integrations.segmentation import (  # noqa: E402
     SyntheticAnomalySet,
     UNet,

@@ -36,12 +36,10 @@ def fullsize_ldm_backbone(device: str) -> Backbone:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
 
-    from anogen_aug.testing import _bert_parts, ldm_scheduler
+    from anogen_aug.testing import ldm_scheduler, tiny_bert_tokenizer
 
     with tempfile.TemporaryDirectory() as folder:
-        _, tokenizer = _bert_parts(
-            Path(folder), 32
-        )  # a small offline vocabulary; ids fit the 30522-row table
+        tokenizer = tiny_bert_tokenizer(folder)  # a small offline vocabulary; ids fit the 30522-row table
     torch.manual_seed(0)
     bert = LDMBertModel(
         LDMBertConfig(
@@ -187,7 +185,7 @@ def main() -> None:
     params = sum(
         p.numel() for m in (backbone.text_encoder, backbone.unet, backbone.vae) for p in m.parameters()
     )
-    embedding = DefectEmbedding(torch.randn(1, backbone.token_dim) * 0.3, token="<random>")
+    embedding = DefectEmbedding(torch.randn(1, backbone.token_dim) * 0.3, placeholder_token="<random>")
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
         "torch": torch.__version__, "parameters_billion": round(params / 1e9, 3),

@@ -278,7 +278,7 @@ def test_diffusion_generator_writes_an_estimated_mask_bank(sources, tmp_path):
 
     backbone = tiny_backbone("ldm")
     vectors = torch.randn(1, backbone.token_dim, generator=torch.Generator().manual_seed(0))
-    embedding = DefectEmbedding(vectors, token="<spot>", backbone=backbone.name_or_path)
+    embedding = DefectEmbedding(vectors, placeholder_token="<spot>", backbone=backbone.name_or_path)
     generator = AnomalyGenerator(backbone, embedding, config=GenerationConfig(num_inference_steps=2))
     bank = _write(
         generator, sources[:1], tmp_path / "bank", boxes_per_image=1, embedding_id=embedding.id, size=64

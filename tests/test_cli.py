@@ -116,9 +116,11 @@ def test_push_command_routes_embeddings_and_banks(tmp_path, monkeypatch):
 
     pushed = []
     monkeypatch.setattr(
-        DefectEmbedding, "push_to_hub", lambda self, repo_id, **kw: pushed.append((self.token, repo_id))
+        DefectEmbedding,
+        "push_to_hub",
+        lambda self, repo_id, **kw: pushed.append((self.placeholder_token, repo_id)),
     )
-    DefectEmbedding(torch.zeros(1, 8), token="<x>").save_pretrained(tmp_path / "emb")
+    DefectEmbedding(torch.zeros(1, 8), placeholder_token="<x>").save_pretrained(tmp_path / "emb")
     assert main(["push", str(tmp_path / "emb"), "acme/x"]) == 0
     assert pushed == [("<x>", "acme/x")]
     assert main(["push", str(tmp_path), "acme/y"]) == 1

@@ -17,7 +17,7 @@ def _embedding(dim: int = 32, **kwargs) -> DefectEmbedding:
     generator = torch.Generator().manual_seed(0)
     return DefectEmbedding(
         vectors=torch.randn(1, dim, generator=generator),
-        token="<tile-crack>",
+        placeholder_token="<tile-crack>",
         category="tile",
         defect_type="crack",
         init_word="defect",
@@ -52,11 +52,35 @@ def test_save_writes_diffusers_layout_config_and_card(tmp_path):
     assert loaded.metadata() == embedding.metadata() and loaded.id == embedding.id
 
 
+def test_a_config_written_before_the_rename_still_loads(tmp_path):
+    """Files from before ``token`` became ``placeholder_token`` keep the placeholder under "token"."""
+    _embedding().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["token"] = config.pop("placeholder_token")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = DefectEmbedding.from_pretrained(tmp_path)
+    assert loaded.placeholder_token == "<tile-crack>" and "token" not in loaded.metadata()
+
+
+def test_reading_an_embedding_does_not_import_diffusers(tmp_path):
+    import subprocess
+    import sys
+
+    _embedding().save_pretrained(tmp_path)
+    code = (
+        "import sys; from anogen_aug import DefectEmbedding; "
+        f"DefectEmbedding.from_pretrained({str(tmp_path)!r}).save_pretrained({str(tmp_path / 'copy')!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('diffusers', 'transformers')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_from_pretrained_reads_an_offline_hub_cache(tmp_path):
     _embedding().save_pretrained(tmp_path / "src")
     cache = _hub_cache(tmp_path, tmp_path / "src")
     loaded = DefectEmbedding.from_pretrained("acme/tile-crack", cache_dir=cache, local_files_only=True)
-    assert loaded.token == "<tile-crack>" and loaded.defect_type == "crack"
+    assert loaded.placeholder_token == "<tile-crack>" and loaded.defect_type == "crack"
     with pytest.raises(Exception, match="(?i)cannot find|not found|offline|locate"):
         DefectEmbedding.from_pretrained("acme/missing", cache_dir=cache, local_files_only=True)
 
@@ -118,7 +142,7 @@ def test_width_mismatch_names_both_widths(tiny_ldm):
     [
         ({"vectors": torch.zeros(1, 2, 3)}, "num_vectors, dim"),
         ({"vectors": torch.tensor([[float("nan")]])}, "NaN"),
-        ({"vectors": torch.zeros(1, 4), "token": "two words"}, "token"),
+        ({"vectors": torch.zeros(1, 4), "placeholder_token": "two words"}, "placeholder_token"),
     ],
 )
 def test_bad_embeddings_are_refused(kwargs, message):
@@ -143,7 +167,7 @@ def test_convert_official_requires_opt_in_and_reads_the_format(tmp_path):
     assert torch.equal(embedding.vectors, expected)
     assert (embedding.category, embedding.defect_type) == ("bottle", "broken_large")
     assert embedding.backbone == "CompVis/ldm-text2im-large-256" and embedding.dim == 1280
-    assert embedding.token == "<bottle-broken_large>"
+    assert embedding.placeholder_token == "<bottle-broken_large>"
     nut = tmp_path / "logs" / "metal_nut_color" / "embeddings.pt"
     _write_official(nut)
     assert convert_official(nut, trust_pickle=True).category == "metal_nut"

@@ -35,7 +35,7 @@ def backbone(request):
 @pytest.fixture(scope="module")
 def embedding(backbone):
     vectors = torch.randn(1, backbone.token_dim, generator=torch.Generator().manual_seed(0))
-    return DefectEmbedding(vectors, token="<scratch>", backbone=backbone.name_or_path)
+    return DefectEmbedding(vectors, placeholder_token="<scratch>", backbone=backbone.name_or_path)
 
 
 def make(backbone, embedding, **kwargs) -> AnomalyGenerator:

@@ -116,7 +116,7 @@ def test_only_the_vector_trains_and_the_backbone_is_untouched(family, tmp_path):
     assert embedding.vectors.shape == (1, model.token_dim)
     assert embedding.vectors.dtype == torch.float32
     assert not torch.equal(embedding.vectors[0], init)
-    assert embedding.token == "<broken>"
+    assert embedding.placeholder_token == "<broken>"
     assert (embedding.category, embedding.defect_type, embedding.init_word) == ("bottle", "broken", "defect")
     assert embedding.steps == 4 and embedding.config == config.to_dict()
     assert embedding.support_hashes == [content_hash(image)]

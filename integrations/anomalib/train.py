@@ -17,7 +17,8 @@ from anomalib.data import Folder
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
-from anogen_aug.images import list_images, save_png, write_bytes_atomic
+from anogen_aug.atomic import write_bytes_atomic
+from anogen_aug.images import list_images, save_png
 
 from .datamodule import AnoGenDataModule
 from .destseg import DeSTSeg
