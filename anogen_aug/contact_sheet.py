@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
+from .bank import AnomalyBank
+from .checks import check_int
 from .images import load_image, load_mask, save_png, to_pil
 
 COLUMNS = ("source", "result", "mask", "box_mask")
@@ -95,8 +97,7 @@ def contact_sheet(
         raise ValueError("`rows` must hold at least one row, got none")
     if not columns or any(c not in COLUMNS for c in columns):
         raise ValueError(f"`columns` must be a non-empty selection of {COLUMNS}, got {columns!r}")
-    if isinstance(cell, bool) or not isinstance(cell, int) or cell < 8:
-        raise ValueError(f"`cell` must be an integer >= 8 (pixels), got {cell!r}")
+    check_int(cell, "cell", low=8)
     top = STRIP * (2 if title else 1)
     sheet = Image.new("RGB", (len(columns) * cell, top + len(rows) * cell), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
@@ -128,18 +129,18 @@ def contact_sheet(
     return sheet
 
 
-def bank_contact_sheet(bank, *, out: str | os.PathLike, max_rows: int = 16, cell: int = 160) -> Path:
-    """Contact sheet of up to ``max_rows`` samples spread evenly over a bank (`AnomalyBank` or folder); a PNG.
+def bank_contact_sheet(
+    bank: AnomalyBank | str | os.PathLike, *, out: str | os.PathLike, max_rows: int = 16, cell: int = 160
+) -> Path:
+    """Contact sheet of up to ``max_rows`` samples spread evenly over a bank (`AnomalyBank.open`: a bank or its
+    folder); a PNG.
 
     Used by ``anogen-aug show BANK --out grid.png``. A sample whose source image is gone gets a grey cell.
     """
-    from .bank import AnomalyBank
-
-    bank = bank if isinstance(bank, AnomalyBank) else AnomalyBank(bank)
+    bank = AnomalyBank.open(bank)
     if len(bank) == 0:
         raise ValueError(f"bank {bank.root} holds no samples")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ValueError(f"`max_rows` must be an integer >= 1, got {max_rows!r}")
+    check_int(max_rows, "max_rows")
     count = min(max_rows, len(bank))
     indices = torch.linspace(0, len(bank) - 1, count).round().long().unique().tolist()
     rows = []

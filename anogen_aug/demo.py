@@ -78,17 +78,15 @@ def make_demo_data(root: str | Path, *, seed: int = 0, size: int = DEMO_SIZE) ->
 
 
 def _support_set(category: Path, k: int = 3) -> tuple[str, list[Path], list[Path]]:
-    """The first defect type of an MVTec-layout category and its first k images with masks."""
-    defects = sorted(p.name for p in (category / "test").iterdir() if p.is_dir() and p.name != "good")
-    if not defects:
+    """The first defect type of an MVTec-layout category and its first ``k`` images with their masks."""
+    from .mvtec import read_mvtec
+
+    folder = read_mvtec(category)
+    if not folder.defect_types:
         raise ValueError(f"`data`: {category}/test has no defect folder")
-    defect = defects[0]
-    images = list_images(category / "test" / defect, name="data")[:k]
-    masks = [category / "ground_truth" / defect / f"{p.stem}_mask.png" for p in images]
-    missing = [str(m) for m in masks if not m.is_file()]
-    if missing:
-        raise FileNotFoundError(f"`data`: masks missing: {', '.join(missing)}")
-    return defect, images, masks
+    defect = folder.defect_types[0]
+    support = folder.anomalies(defect)[:k]
+    return defect, [s.image_path for s in support], [s.mask_path for s in support]
 
 
 # --- the demo story --------------------------------------------------------------------------------------
@@ -102,95 +100,115 @@ def run_demo(
     say: Callable[[str], None] = logger.info,
 ) -> dict:
     """Run learn -> generate -> bank -> contact sheet (-> detector) offline; return a summary dict."""
-    from .bank import write_bank
-    from .boxes import BoxSampler
-    from .contact_sheet import contact_sheet
-    from .generation import AnomalyGenerator, GenerationConfig
-    from .inversion import InversionConfig, learn_defect_embedding
-    from .paste import CopyPasteGenerator
-    from .testing import save_tiny_backbone
-
-    started, out = time.perf_counter(), Path(out)
+    started, out, total = time.perf_counter(), Path(out), 6 if detector else 5
     say("anogen-aug demo: a TINY RANDOM backbone shows the pipeline end to end, NOT realistic defects.")
 
     # 1. Data: the built-in sample category, or an MVTec-layout category folder.
     category = Path(data) if data else make_demo_data(out / "data", seed=seed)
     defect, support_images, support_masks = _support_set(category)
-    normals = list_images(category / "train" / "good", name="data")[:4]
-    say(f"1/5 data: {category} (defect '{defect}', {len(support_images)} support images)")
+    say(f"1/{total} data: {category} (defect '{defect}', {len(support_images)} support images)")
 
     # 2. Backbone: saved in the diffusers layout and loaded back through the real from_pretrained path.
-    backbone_dir = out / "tiny-backbone"
-    if not (backbone_dir / "model_index.json").is_file():
-        save_tiny_backbone(backbone_dir, "ldm", seed=seed)
-    from .backbone import load_backbone
-
-    backbone = load_backbone(backbone_dir)
-    say(
-        f"2/5 backbone: tiny LDM-BERT (width {backbone.token_dim}, {backbone.resolution} px) from {backbone_dir}"
-    )
+    backbone = _backbone(out / "tiny-backbone", seed)
+    say(f"2/{total} backbone: tiny LDM-BERT (width {backbone.token_dim}, {backbone.resolution} px)")
 
     # 3. Stage 1: learn the defect embedding from the support set.
+    embedding = _learn(backbone, support_images, support_masks, category.name, defect, out, steps, seed)
+    say(f"3/{total} learned {embedding.placeholder_token} in {steps} steps -> {out / 'embedding'}")
+
+    # 4. Stage 2: generate inside sampled boxes, into two banks (diffusion, crop-and-paste).
+    banks = _banks(backbone, embedding, support_images, support_masks, category, defect, out, seed)
+    say(
+        f"4/{total} banks: {len(banks['anogen'])} diffusion samples, {len(banks['paste'])} crop-and-paste samples"
+    )
+
+    # 5. A picture: source | result with the box | mask, for both generators.
+    sheet = _sheet(banks, out / "contact_sheet.png")
+    say(f"5/{total} contact sheet: {sheet}")
+    summary = {"out": str(out), "contact_sheet": str(sheet), "embedding": str(out / "embedding"),
+               "banks": {name: len(bank) for name, bank in banks.items()}}  # fmt: skip
+
+    # 6. Optional: a weakly supervised DRAEM trained briefly on the sample data with the paste bank.
+    if detector:
+        summary["metrics"] = _detector(category, out, seed, say, step=f"6/{total}")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    say(f"done in {summary['seconds']} s. " + REAL_BACKBONE_HINT)
+    return summary
+
+
+def _backbone(folder: Path, seed: int):
+    from .backbone import load_backbone
+    from .testing import save_tiny_backbone
+
+    if not (folder / "model_index.json").is_file():
+        save_tiny_backbone(folder, "ldm", seed=seed)
+    return load_backbone(folder)
+
+
+def _learn(backbone, images, masks, category: str, defect: str, out: Path, steps: int, seed: int):
+    from .inversion import InversionConfig, learn_defect_embedding
+
     config = InversionConfig(
         max_train_steps=steps, train_batch_size=2, checkpointing_steps=max(steps // 2, 1)
     )
     embedding = learn_defect_embedding(
         backbone,
-        support_images,
-        support_masks,
+        images,
+        masks,
         config=config,
         generator=torch.Generator().manual_seed(seed),
-        category=category.name,
+        category=category,
         defect_type=defect,
         output_dir=out / "embedding" / "checkpoints",
     )
     embedding.save_pretrained(out / "embedding")
-    say(f"3/5 learned {embedding.placeholder_token} in {steps} steps -> {out / 'embedding'}")
+    return embedding
 
-    # 4. Stage 2: generate inside sampled boxes, into two banks (diffusion, crop-and-paste).
+
+def _banks(backbone, embedding, images, masks, category: Path, defect: str, out: Path, seed: int) -> dict:
+    from .bank import write_bank
+    from .boxes import BoxSampler
+    from .generation import AnomalyGenerator, GenerationConfig
+    from .paste import CopyPasteGenerator
+
     sampler = BoxSampler(width_range=(0.2, 0.35), height_range=(0.2, 0.35), region="auto")
     common = dict(category=category.name, defect_type=defect, box_sampler=sampler, seed=seed, size=DEMO_SIZE)
+    normals = list_images(category / "train" / "good", name="data")
     anogen = AnomalyGenerator(backbone, embedding, config=GenerationConfig(num_inference_steps=10))
-    diffusion_bank = write_bank(anogen, normals, out / "bank-anogen", boxes_per_image=1, samples_per_box=1,
+    diffusion_bank = write_bank(anogen, normals[:4], out / "bank-anogen", boxes_per_image=1, samples_per_box=1,
                                 embedding_id=embedding.id, **common)  # fmt: skip
-    paste = CopyPasteGenerator(support_images, support_masks)
-    train_normals = list_images(category / "train" / "good", name="data")
-    paste_bank = write_bank(paste, train_normals, out / "bank-paste", **common)
-    say(f"4/5 banks: {len(diffusion_bank)} diffusion samples, {len(paste_bank)} crop-and-paste samples")
+    paste_bank = write_bank(CopyPasteGenerator(images, masks), normals, out / "bank-paste", **common)
+    return {"anogen": diffusion_bank, "paste": paste_bank}
 
-    # 5. A picture: source | result with the box | mask, for both generators.
-    rows = [
-        (diffusion_bank.load_source(i), diffusion_bank[i], "anogen (tiny)")
-        for i in range(len(diffusion_bank))
-    ]
-    rows += [
-        (paste_bank.load_source(i), paste_bank[i], "crop-and-paste") for i in range(min(4, len(paste_bank)))
-    ]
-    sheet = out / "contact_sheet.png"
-    contact_sheet([(source, s.image, s.mask, s.boxes, label) for source, s, label in rows], out=sheet,
+
+def _sheet(banks: dict, path: Path) -> Path:
+    from .contact_sheet import contact_sheet
+
+    diffusion, paste = banks["anogen"], banks["paste"]
+    rows = [(diffusion.load_source(i), diffusion[i], "anogen (tiny)") for i in range(len(diffusion))]
+    rows += [(paste.load_source(i), paste[i], "crop-and-paste") for i in range(min(4, len(paste)))]
+    contact_sheet([(source, s.image, s.mask, s.boxes, label) for source, s, label in rows], out=path,
                   title="anogen-aug demo: source | result + box | mask")  # fmt: skip
-    say(f"5/5 contact sheet: {sheet}")
-    summary = {"out": str(out), "contact_sheet": str(sheet), "embedding": str(out / "embedding"),
-               "banks": {"anogen": len(diffusion_bank), "paste": len(paste_bank)}}  # fmt: skip
+    return path
 
-    # 6. Optional: a weakly supervised DRAEM trained briefly on the sample data with the paste bank.
-    if detector:
-        try:
-            from anogen_aug.integrations.anomalib import train_detector
-        except ImportError:
-            say("detector stage skipped: install anogen-aug[anomalib]")
-        else:
-            result = train_detector(
-                category.parent, category.name, out / "bank-paste", model="draem", tau=0.9, epochs=1,
-                image_size=DEMO_SIZE, batch_size=4, out_dir=out / "detector", seed=seed, accelerator="cpu",
-                model_options={"reconstruction_width": 32, "discrimination_width": 32},  # a narrow DRAEM: CPU minutes
-            )  # fmt: skip
-            metrics = result["metrics"]
-            summary["metrics"] = metrics
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if v is not None)
-            say(
-                f"detector: weakly supervised DRAEM (narrow, 1 epoch, tiny data: numbers show it runs, not quality): {shown} (maps: {out / 'detector' / 'maps'})"
-            )
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    say(f"done in {summary['seconds']} s. " + REAL_BACKBONE_HINT)
-    return summary
+
+def _detector(category: Path, out: Path, seed: int, say: Callable[[str], None], *, step: str) -> dict | None:
+    try:
+        from anogen_aug.integrations.anomalib import TrainConfig, train_detector
+    except ImportError:
+        say(f"{step} detector skipped: install anogen-aug[anomalib]")
+        return None
+    config = TrainConfig(
+        model="draem", tau=0.9, epochs=1, image_size=DEMO_SIZE, batch_size=4, seed=seed, accelerator="cpu",
+        model_options={"reconstruction_width": 32, "discrimination_width": 32},  # a narrow DRAEM: CPU minutes
+    )  # fmt: skip
+    result = train_detector(
+        category.parent, category.name, out / "bank-paste", config=config, out_dir=out / "detector"
+    )
+    metrics = result["metrics"]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if v is not None)
+    say(
+        f"{step} detector: weakly supervised DRAEM (narrow, 1 epoch, tiny data: numbers show it runs, not "
+        f"quality): {shown} (maps: {out / 'detector' / 'maps'})"
+    )
+    return metrics

@@ -1,8 +1,9 @@
 """Bank generation sharded over processes, GPUs or nodes with Hugging Face ``accelerate``.
 
 ``accelerate launch --num_processes 4 -m anogen_aug.cli generate ...`` on GPUs, ``torchrun --nproc_per_node 4
--m anogen_aug.cli generate ...`` on CPUs (or `write_bank_sharded` from a script started either way): each rank generates every ``world``-th source image into its own shard folder
-``OUT/shards/shard-<rank>``; when all ranks are done, the main process merges the shards into ``OUT`` by manifest.
+-m anogen_aug.cli generate ...`` on CPUs (or `write_bank_sharded` from a script started either way): each rank
+generates every ``world``-th source image into its own shard folder ``OUT/shards/shard-<rank>``; when all ranks
+are done, the main process merges the shards into ``OUT`` by manifest.
 Ids and seeds depend only on the source image, the seed and the box/sample index, so a sharded bank holds the
 same samples as a single-process one, and a re-run (with any number of processes) skips what exists.
 """

@@ -153,13 +153,13 @@ def resize_image(images: torch.Tensor, size: tuple[int, int], *, mode: str = "bi
     transform's cheap patch transplant: ``"bilinear"``); the same size is returned untouched. Masks resize with
     `anogen_aug.masks.resize_mask`.
     """
+    if mode not in ("bicubic", "bilinear"):
+        raise ValueError(f"`mode` must be 'bicubic' or 'bilinear', got {mode!r}")
     size = tuple(int(s) for s in size)
     if images.shape[-2:] == size:
         return images
     batched = images if images.ndim == 4 else images[None]  # (B, C, H, W)
-    resized = F.interpolate(batched, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(
-        0, 1
-    )
+    resized = F.interpolate(batched, size=size, mode=mode, antialias=True, align_corners=False).clamp(0, 1)
     return resized if images.ndim == 4 else resized[0]
 
 

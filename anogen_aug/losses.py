@@ -18,35 +18,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_choice, check_number
+from .masks import resize_mask
+
+__all__ = [
+    "REDUCTIONS",
+    "WeakSupervisionLoss",
+    "binary_focal_loss_per_pixel",
+    "check_tau",
+    "focal_loss_per_pixel",
+    "resize_mask",
+    "weak_supervision_mask",
+]
+
 REDUCTIONS = ("mean", "kept")
 
 
-def _check_tau(tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < float(tau) <= 1.0:
-        raise ValueError(f"`tau` must be a number in (0, 1], got {tau!r}")
-    return float(tau)
-
-
-def resize_mask(mask: torch.Tensor, size: tuple[int, int] | int) -> torch.Tensor:
-    """Resize a {0, 1} mask the way DeSTSeg does: bilinear interpolation, then ``>= 0.5``.
-
-    Args:
-        mask: ``(B, 1, H, W)``, ``(1, H, W)`` or ``(H, W)`` mask (any real dtype; non-zero is foreground).
-        size: Target ``(height, width)``, or one int for a square.
-
-    Returns:
-        The mask at the new size, float {0, 1}, with the input's number of dimensions.
-    """
-    if mask.ndim not in (2, 3, 4):
-        raise ValueError(f"`mask` must be (H, W), (1, H, W) or (B, 1, H, W), got shape {tuple(mask.shape)}")
-    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"`size` must be a positive int or (height, width), got {size!r}")
-    shape = mask.shape
-    batched = mask.reshape(-1, 1, *shape[-2:]).float()  # (N, 1, H, W)
-    resized = F.interpolate((batched != 0).float(), size=size, mode="bilinear", align_corners=False)
-    resized = (resized >= 0.5).float()  # (N, 1, h, w)
-    return resized.reshape(*shape[:-2], *size)
+def check_tau(tau) -> float:
+    """``tau`` as a float in (0, 1], or ``ValueError`` naming it."""
+    return check_number(tau, "tau", low=0.0, high=1.0, low_open=True)
 
 
 def weak_supervision_mask(
@@ -66,7 +56,7 @@ def weak_supervision_mask(
     Returns:
         ``keep``: float {0, 1} of the broadcast shape, dtype of ``prob_normal`` (float32 if not floating).
     """
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
     if not isinstance(prob_normal, torch.Tensor) or not isinstance(box_mask, torch.Tensor):
         raise TypeError(
             f"`prob_normal` and `box_mask` must be tensors, got {type(prob_normal).__name__} "
@@ -93,9 +83,11 @@ def weak_supervision_mask(
 def focal_loss_per_pixel(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0) -> torch.Tensor:
     """Softmax focal loss per pixel, every class weighted 1 (DRAEM's two-class segmentation head).
 
-    Uses kornia's ``focal_loss(..., alpha=None, reduction="none")``. Note: with kornia >= 0.9, ``alpha=1``
-    (anomalib's ``DraemLoss``) weights class 0 by ``1 - alpha = 0``, i.e. normal pixels get no loss; DRAEM's
-    original focal loss weights both classes equally, which is what this function does.
+    ``loss = -(1 - p_t) ** gamma * log(p_t)`` with ``p_t`` the softmax probability of the target class (Lin et
+    al., 2017), in plain torch; equal to kornia's ``focal_loss(..., alpha=None, reduction="none")`` summed over
+    classes. Note: with kornia >= 0.9, ``alpha=1`` (anomalib's ``DraemLoss``) weights class 0 by
+    ``1 - alpha = 0``, i.e. normal pixels get no loss; DRAEM's original focal loss weights both classes equally,
+    which is what this function does.
 
     Args:
         logits: ``(B, C, H, W)`` class logits (C = 2 for DRAEM; class 1 = anomalous).
@@ -105,11 +97,14 @@ def focal_loss_per_pixel(logits: torch.Tensor, target: torch.Tensor, *, gamma: f
     Returns:
         ``(B, 1, H, W)`` loss per pixel.
     """
-    from kornia.losses import focal_loss
-
-    labels = target.reshape(logits.shape[0], *logits.shape[2:]).long()  # (B, H, W)
-    per_class = focal_loss(logits, labels, alpha=None, gamma=gamma, reduction="none")  # (B, C, H, W), one-hot
-    return per_class.sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    labels = target.reshape(logits.shape[0], 1, *logits.shape[2:]).long()  # (B, 1, H, W)
+    log_p = logits.log_softmax(dim=1).gather(1, labels)  # (B, 1, H, W): log p_t
+    base = 1.0 - log_p.exp()
+    # (1 - p) ** gamma has an infinite derivative at p = 1 for gamma < 1; the loss term has none there, so a
+    # saturated pixel takes the factor's value without a gradient through it (as kornia does).
+    saturated = base == 0
+    weight = torch.where(saturated, base.detach().pow(gamma), base.masked_fill(saturated, 1.0).pow(gamma))
+    return -weight * log_p
 
 
 def binary_focal_loss_per_pixel(
@@ -151,6 +146,23 @@ def _match_shape(keep: torch.Tensor, loss_map: torch.Tensor) -> torch.Tensor:
     return keep
 
 
+class TauOf:
+    """``tau = TauOf("focal")``: a class attribute that reads and sets the ``tau`` of the named sub-loss.
+
+    The weakly supervised losses and models keep one threshold, in their `WeakSupervisionLoss`; this view is how
+    they expose it (checked on set, used from the next call), so a stored copy can never go stale.
+    """
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, owner, objtype=None):
+        return self if owner is None else getattr(owner, self.attribute).tau
+
+    def __set__(self, owner, value: float) -> None:
+        getattr(owner, self.attribute).tau = value
+
+
 class WeakSupervisionLoss(nn.Module):
     """Box-supervised per-pixel loss: pixels inside the box that are confidently normal get no loss.
 
@@ -179,11 +191,19 @@ class WeakSupervisionLoss(nn.Module):
         super().__init__()
         if not callable(base_loss):
             raise TypeError(f"`base_loss` must be callable, got {type(base_loss).__name__}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+        check_choice(reduction, "reduction", REDUCTIONS)
         self.base_loss = base_loss
-        self.tau = _check_tau(tau)
+        self.tau = tau
         self.reduction = reduction
+
+    @property
+    def tau(self) -> float:
+        """The threshold on P(normal), in (0, 1]; setting it is checked and applies from the next call."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        self._tau = check_tau(value)
 
     def forward(
         self,

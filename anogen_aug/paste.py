@@ -9,36 +9,24 @@ generator, so banks, transforms and datamodules treat both alike.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .boxes import box_to_slices, boxes_to_mask, check_boxes, mask_to_box
-from .images import content_hash, load_image, load_mask, quantize
+from .checks import check_choice, check_int, check_probability, check_range
+from .images import content_hash, load_image, quantize, resize_image
+from .masks import resize_mask
+from .support import load_support_set
 from .synthesis import Synthesis
 
 BLENDS = ("feather", "seamless", "hard")
 FITS = ("box", "none")
-
-
-def _check_range(name: str, value, *, positive: bool = False) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}") from None
-    if not (np.isfinite(low) and np.isfinite(high)) or low > high or (positive and low <= 0):
-        expected = "0 < low <= high" if positive else "low <= high, finite"
-        raise ValueError(f"`{name}` must satisfy {expected}, got {value!r}")
-    return low, high
 
 
 @dataclass(frozen=True)
@@ -69,51 +57,22 @@ class PasteConfig:
     fit: str = "box"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scale_range", _check_range("scale_range", self.scale_range, positive=True))
-        object.__setattr__(self, "rotation_range", _check_range("rotation_range", self.rotation_range))
-        brightness = _check_range("brightness_range", self.brightness_range, positive=True)
-        object.__setattr__(self, "brightness_range", brightness)
-        if isinstance(self.flip_p, bool) or not 0.0 <= self.flip_p <= 1.0:
-            raise ValueError(f"`flip_p` must be a probability in [0, 1], got {self.flip_p!r}")
-        if self.blend not in BLENDS:
-            raise ValueError(f"`blend` must be one of {BLENDS}, got {self.blend!r}")
-        if isinstance(self.feather, bool) or not isinstance(self.feather, int) or self.feather < 0:
-            raise ValueError(f"`feather` must be an integer >= 0 (pixels), got {self.feather!r}")
-        if self.fit not in FITS:
-            raise ValueError(f"`fit` must be one of {FITS}, got {self.fit!r}")
-
-
-def _as_list(value, name: str) -> list:
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 4:
-        return list(value)  # a batch (B, C, H, W)
-    if isinstance(value, (str, os.PathLike, Image.Image, torch.Tensor, np.ndarray)) or not isinstance(
-        value, Sequence
-    ):
-        raise TypeError(f"`{name}` must be a sequence (list) of images, got {type(value).__name__}")
-    return list(value)
+        # The ranges are stored as float pairs (a JSON list becomes a tuple); the other fields as given.
+        for name, positive in (("scale_range", True), ("rotation_range", False), ("brightness_range", True)):
+            pair = check_range(getattr(self, name), name, low=0.0 if positive else None, low_open=positive)
+            object.__setattr__(self, name, pair)
+        check_probability(self.flip_p, "flip_p")
+        check_choice(self.blend, "blend", BLENDS)
+        check_int(self.feather, "feather", low=0)
+        check_choice(self.fit, "fit", FITS)
 
 
 def _cut_support(support_images, support_masks) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Load, check and cut the support set: ``[(patch (3, h, w), mask (1, h, w)), ...]`` cropped to each mask."""
-    images = _as_list(support_images, "support_images")
-    masks = _as_list(support_masks, "support_masks")
-    if not images:
-        raise ValueError("`support_images` must hold at least one defect image, got none")
-    if len(images) != len(masks):
-        raise ValueError(
-            f"`support_masks` must hold one mask per support image ({len(images)}), got {len(masks)}"
-        )
+    support = load_support_set(support_images, support_masks, names=("support_images", "support_masks"))
     cut = []
-    for i, (image, mask) in enumerate(zip(images, masks)):
-        image = load_image(image, name=f"support_images[{i}]").cpu()
-        mask = load_mask(mask, name=f"support_masks[{i}]").cpu()
-        if image.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(
-                f"`support_masks[{i}]` must have the size of `support_images[{i}]` "
-                f"({image.shape[-1]}x{image.shape[-2]}), got {mask.shape[-1]}x{mask.shape[-2]}"
-            )
-        if not mask.any():
-            raise ValueError(f"`support_masks[{i}]` is empty: it marks no defect pixel")
+    for image, mask in zip(support.images, support.masks):
+        image, mask = image.cpu(), mask.cpu()
         rows, cols = box_to_slices(mask_to_box(mask))
         cut.append((image[:, rows, cols].contiguous(), mask[:, rows, cols].contiguous()))
     return cut
@@ -152,7 +111,8 @@ class CopyPasteGenerator:
     """Crop-and-paste anomaly generator: cut support anomalies by their masks and paste them into boxes.
 
     Args:
-        support_images: 1 or more defect images (paths, PIL images, arrays or ``(3, H, W)`` tensors).
+        support_images: 1 or more defect images: a list of paths, PIL images, arrays or ``(3, H, W)`` tensors,
+            or one ``(K, 3, H, W)`` batch (see `anogen_aug.support`; a single image is refused, pass ``[image]``).
         support_masks: Their pixel masks, same order and size; none may be empty.
         config: `PasteConfig` (default settings when None).
 
@@ -215,14 +175,8 @@ class CopyPasteGenerator:
             if attempt == 1:  # the visible part held no mask pixel: shrink to fit the box entirely
                 base, factor = min(width / pw, height / ph), 1.0
             th, tw = max(1, round(ph * base * factor)), max(1, round(pw * base * factor))
-            scaled = F.interpolate(
-                patch[None], (th, tw), mode="bilinear", antialias=True, align_corners=False
-            )[0]
-            soft = F.interpolate(
-                mask[None].float(), (th, tw), mode="bilinear", antialias=True, align_corners=False
-            )
-            soft = soft[0]
-            placed = soft >= 0.5 if (soft >= 0.5).any() else soft >= soft.max()  # (1, th, tw) bool
+            scaled = resize_image(patch, (th, tw), mode="bilinear")  # (3, th, tw)
+            placed = resize_mask(mask, (th, tw), rule="majority_nonempty")  # (1, th, tw) bool
             oy, ox = round((height - th) * draws[5]), round((width - tw) * draws[6])  # negative = overflow
             y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + th, height), min(ox + tw, width)
             canvas = torch.zeros(3, height, width)

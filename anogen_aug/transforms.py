@@ -25,27 +25,18 @@ from typing import Any
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms.v2._utils import is_pure_tensor
 
 from .bank import AnomalyBank, BankSample
 from .boxes import box_to_slices
-from .images import content_hash
+from .checks import check_choice, check_probability
+from .images import content_hash, resize_image
+from .masks import resize_mask
 
 MASK_FROM = ("auto", "mask", "box_mask")
 _GREY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, for single-channel inputs
-
-
-def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a ``(1, h, w)`` {0, 1} mask (bilinear, >= 0.5); a mask that would vanish keeps its peak pixels."""
-    if not mask.any():
-        return torch.zeros(1, *size, dtype=torch.bool)
-    soft = F.interpolate(mask[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    soft = soft[0]  # (1, h, w)
-    return soft >= 0.5 if (soft >= 0.5).any() else soft >= soft.max()
 
 
 def _transplant(sample: BankSample, height: int, width: int) -> dict[str, torch.Tensor]:
@@ -61,10 +52,8 @@ def _transplant(sample: BankSample, height: int, width: int) -> dict[str, torch.
         target_rows = slice(max(target_rows.start, 0), min(target_rows.stop, height))
         target_cols = slice(max(target_cols.start, 0), min(target_cols.stop, width))
         size = (target_rows.stop - target_rows.start, target_cols.stop - target_cols.start)
-        patch = F.interpolate(
-            sample.image[None, :, rows, cols], size=size, mode="bilinear", antialias=True, align_corners=False
-        )[0].clamp(0, 1)  # (3, th, tw)
-        hard = _resize_mask(sample.mask[:, rows, cols], size)  # (1, th, tw) bool
+        patch = resize_image(sample.image[:, rows, cols], size, mode="bilinear")  # (3, th, tw)
+        hard = resize_mask(sample.mask[:, rows, cols], size, rule="majority_nonempty")  # (1, th, tw) bool
         if sample.mask_exact:
             soft = hard.float()
         else:  # an estimated mask: grow it by 1 px and fade its edge
@@ -81,8 +70,11 @@ def _transplant(sample: BankSample, height: int, width: int) -> dict[str, torch.
 
 
 def _is_image(inpt: Any) -> bool:
-    """What torchvision treats as an image here: `tv_tensors.Image`, PIL, or the pure tensor it picked."""
-    return isinstance(inpt, (tv_tensors.Image, PIL.Image.Image)) or is_pure_tensor(inpt)
+    """What torchvision treats as an image here: `tv_tensors.Image`, PIL, or a pure tensor (a tensor that is no
+    `tv_tensors.TVTensor`). torchvision hands `make_params` / `transform` at most one pure tensor, the one it
+    picked as the image (none when the sample holds an explicit image), so a pure tensor seen here is that one."""
+    pure_tensor = isinstance(inpt, torch.Tensor) and not isinstance(inpt, tv_tensors.TVTensor)
+    return isinstance(inpt, (tv_tensors.Image, PIL.Image.Image)) or pure_tensor
 
 
 def _blend(image: torch.Tensor, content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -138,22 +130,13 @@ class AnoGenAugment(v2.Transform):
         cache_size: int = 32,
     ) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
-        if mask_from not in MASK_FROM:
-            raise ValueError(f"`mask_from` must be one of {MASK_FROM}, got {mask_from!r}")
-        if isinstance(bank, (str, os.PathLike)):
-            bank = AnomalyBank(bank, category=category, defect_type=defect_type)
-        elif not isinstance(bank, AnomalyBank):
-            raise TypeError(f"`bank` must be an AnomalyBank or a bank folder path, got {type(bank).__name__}")
-        elif category is not None or defect_type is not None:
-            bank = AnomalyBank(
-                bank.root, category=category or bank.category, defect_type=defect_type or bank.defect_type
-            )
+        p = check_probability(p, "p")
+        check_choice(mask_from, "mask_from", MASK_FROM)
+        bank = AnomalyBank.open(bank, category=category, defect_type=defect_type)
         if len(bank) == 0:
             raise ValueError(f"`bank` {bank.root} holds no samples")
         self.bank = bank
-        self.p = float(p)
+        self.p = p
         self.match_source = bool(match_source)
         self.mask_from = mask_from
         self.generator = generator
@@ -161,6 +144,7 @@ class AnoGenAugment(v2.Transform):
         self._sizes = {(r["height"], r["width"]) for r in bank.records}
         self._cache: OrderedDict[int, BankSample] = OrderedDict()
         self._worker: int | None = None  # the DataLoader worker whose seed the generator holds
+        self._drawn: list[dict[str, Any]] | None = None  # collects make_params' output in forward_with_params
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -201,6 +185,13 @@ class AnoGenAugment(v2.Transform):
         return self._randint(len(self.bank)), "transplant"
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        params = self._draw(flat_inputs)
+        if self._drawn is not None:  # inside `forward_with_params`
+            self._drawn.append(params)
+        return params
+
+    def _draw(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """This call's randomness: whether to apply, which sample, and how (direct or transplant)."""
         image = next((x for x in flat_inputs if _is_image(x)), None)
         if float(torch.rand(1, generator=self._rng())) >= self.p or image is None:
             return {"apply": False}
@@ -275,10 +266,14 @@ class AnoGenAugment(v2.Transform):
         return tv_tensors.wrap(torch.cat([plain, new.to(plain.device, plain.dtype)]), like=inpt)
 
     def forward_with_params(self, *inputs: Any) -> tuple[Any, dict[str, Any]]:
-        """Like calling the transform, but also return the call's parameters (which sample, masks, boxes)."""
-        flat_inputs, spec = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
-        self.check_inputs(flat_inputs)
-        needs = self._needs_transform_list(flat_inputs)
-        params = self.make_params([x for x, need in zip(flat_inputs, needs) if need])
-        outputs = [self.transform(x, params) if need else x for x, need in zip(flat_inputs, needs)]
-        return tree_unflatten(outputs, spec), params
+        """Like calling the transform, but also return the call's parameters (which sample, masks, boxes).
+
+        The call is torchvision's own `forward` (which inputs are transformed is torchvision's rule); the parameters
+        are the ones `make_params` drew for it.
+        """
+        self._drawn = []
+        try:
+            outputs = self.forward(*inputs)
+            return outputs, self._drawn[-1]
+        finally:
+            self._drawn = None

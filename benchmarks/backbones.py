@@ -8,13 +8,12 @@
   it; the real SD 1.5 at 256 px: encoder 273 GFLOP, UNet 180 GFLOP, ratio 1.51, attention included). That ratio
   decides what latent caching saves in stage 1, so speed-ups measured here transfer to the real model.
 
-Run ``python benchmarks/backbones.py`` to print the FLOP profile of both, and of the full-size SD 1.5 (built on
+Run ``python -m benchmarks.backbones`` (from the repository root) to print the FLOP profile of both, and of the full-size SD 1.5 (built on
 the ``meta`` device, no memory, no weights).
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,11 +21,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import count_flops, write_result  # noqa: E402
-
-from anogen_aug.backbone import Backbone  # noqa: E402
-from anogen_aug.testing import ldm_scheduler, tiny_backbone, tiny_clip_tokenizer  # noqa: E402
+from anogen_aug.backbone import Backbone
+from anogen_aug.testing import ldm_scheduler, tiny_backbone, tiny_clip_tokenizer
+from benchmarks.harness import count_flops, write_result
 
 BACKBONES = ("tiny", "sd-reduced")
 

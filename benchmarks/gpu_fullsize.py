@@ -4,7 +4,7 @@ f8 VAE; 1.45 B parameters) with random weights, through the library's public API
 Random weights give real costs (FLOPs, memory, kernels) but meaningless pictures: this measures speed and
 memory only. No weights are downloaded. Run on a machine with CUDA:
 
-    python benchmarks/gpu_fullsize.py --out benchmarks/results/gpu_fullsize.json
+    python -m benchmarks.gpu_fullsize --out benchmarks/results/gpu_fullsize.json
 
 It reports: stage-1 seconds per step (batch 4, 256 px) in fp32 and bf16 autocast and the implied time of the
 authors' 6100 steps; stage-2 images per second (DDIM 50, guidance 10, 2 boxes x 2 samples per image, batched);
@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from anogen_aug.backbone import Backbone  # noqa: E402
-from anogen_aug.embedding import DefectEmbedding  # noqa: E402
-from anogen_aug.generation import AnomalyGenerator, GenerationConfig  # noqa: E402
-from anogen_aug.inversion import InversionConfig, learn_defect_embedding  # noqa: E402
+from anogen_aug.backbone import Backbone
+from anogen_aug.embedding import DefectEmbedding
+from anogen_aug.generation import AnomalyGenerator, GenerationConfig
+from anogen_aug.inversion import InversionConfig, learn_defect_embedding
+from benchmarks.harness import write_result
 
 
 def fullsize_ldm_backbone(device: str) -> Backbone:
@@ -193,10 +190,8 @@ def main() -> None:
         "stage2": [time_stage2(backbone, embedding, args.device, p, args.images) for p in ("no", "bf16")],
         "local_mode": time_local(backbone, embedding, args.device),
     }  # fmt: skip
-    text = json.dumps(report, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    print(json.dumps(report, indent=2))
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ moved onto it) and ``direct`` (the image is a bank source: its own sample replac
 hash per call). Perlin is timed as DRAEM uses it offline (Perlin noise as the anomaly source) and with a folder of
 texture images (its DTD mode, which reads and resizes one texture per call).
 
-    python benchmarks/speed_augment.py
+    python -m benchmarks.speed_augment
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,9 +28,7 @@ from anogen_aug.boxes import BoxSampler
 from anogen_aug.images import load_image, save_png
 from anogen_aug.paste import CopyPasteGenerator
 from anogen_aug.transforms import AnoGenAugment
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import harness
 
 
 def write_inputs(folder: Path, *, size: int, sources: int, seed: int) -> dict:
@@ -39,10 +36,10 @@ def write_inputs(folder: Path, *, size: int, sources: int, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     (folder / "normal").mkdir()
     paths = [
-        save_png(common.synthetic_normal(size, generator=generator), folder / "normal" / f"{i:03d}.png")
+        save_png(harness.synthetic_normal(size, generator=generator), folder / "normal" / f"{i:03d}.png")
         for i in range(sources)
     ]
-    support = [common.synthetic_defect(size, generator=generator) for _ in range(3)]
+    support = [harness.synthetic_defect(size, generator=generator) for _ in range(3)]
     paste = CopyPasteGenerator([image for image, _ in support], [mask for _, mask in support])
     bank = write_bank(
         paste,
@@ -58,8 +55,8 @@ def write_inputs(folder: Path, *, size: int, sources: int, seed: int) -> dict:
     )
     (folder / "textures").mkdir()
     for i in range(8):  # DTD images are 300-640 px: Perlin's texture mode resizes one per call
-        save_png(common.synthetic_normal(512, generator=generator), folder / "textures" / f"{i}.png")
-    unseen = [common.synthetic_normal(size, generator=generator) for _ in range(8)]
+        save_png(harness.synthetic_normal(512, generator=generator), folder / "textures" / f"{i}.png")
+    unseen = [harness.synthetic_normal(size, generator=generator) for _ in range(8)]
     return {"bank": bank, "paths": paths, "textures": folder / "textures", "unseen": unseen}
 
 
@@ -73,7 +70,7 @@ def loop(fn, inputs: list, samples: int):
     return run
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sources", type=int, default=16, help="normal images in the bank (x4 samples)")
@@ -81,9 +78,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=common.RESULTS / "speed_augment.json")
-    args = parser.parse_args(argv)
-    common.set_threads(args.threads)
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "speed_augment.json")
+    return parser.parse_args(argv)
+
+
+def time_transforms(made: dict, args) -> dict[str, list]:
+    """Seconds per repeat of each transform, interleaved (ours in both modes, Perlin in both sources)."""
+    bank = made["bank"]
+    ours = AnoGenAugment(bank, p=1.0)
+    perlin = PerlinAnomalyGenerator(probability=1.0)
+    perlin_textures = PerlinAnomalyGenerator(anomaly_source_path=made["textures"], probability=1.0)
+    empty = tv_tensors.Mask(torch.zeros(1, args.size, args.size, dtype=torch.bool))
+    unseen = [tv_tensors.Image(x) for x in made["unseen"]]
+    sources = [tv_tensors.Image(load_image(p)) for p in made["paths"]]
+    _, params = ours.forward_with_params(sources[0], empty)
+    if params["mode"] != "direct":
+        raise SystemExit("a bank source was not recognised (direct mode expected)")
+    runs = {
+        "ours_transplant": loop(lambda x: ours(x, empty), unseen, args.samples),
+        "perlin": loop(lambda x: perlin(x.as_subclass(torch.Tensor)), unseen, args.samples),
+        "ours_direct": loop(lambda x: ours(x, empty), sources, args.samples),
+        "perlin_textures": loop(lambda x: perlin_textures(x.as_subclass(torch.Tensor)), unseen, args.samples),
+    }
+    return harness.interleaved(runs, repeats=args.repeats, warmup=1)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    harness.set_threads(args.threads)
     torch.manual_seed(args.seed)  # both transforms draw from the global RNG (torchvision's convention)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,24 +113,7 @@ def main(argv=None) -> dict:
         bank = made["bank"]
         print(f"augment: {args.size} px, bank of {len(bank)} samples (cache 32), {args.samples} calls per repeat, "
               f"{args.threads} thread(s)")  # fmt: skip
-        ours = AnoGenAugment(bank, p=1.0)
-        perlin = PerlinAnomalyGenerator(probability=1.0)
-        perlin_textures = PerlinAnomalyGenerator(anomaly_source_path=made["textures"], probability=1.0)
-        empty = tv_tensors.Mask(torch.zeros(1, args.size, args.size, dtype=torch.bool))
-        unseen = [tv_tensors.Image(x) for x in made["unseen"]]
-        sources = [tv_tensors.Image(load_image(p)) for p in made["paths"]]
-        _, params = ours.forward_with_params(sources[0], empty)
-        if params["mode"] != "direct":
-            raise SystemExit("a bank source was not recognised (direct mode expected)")
-        runs = {
-            "ours_transplant": loop(lambda x: ours(x, empty), unseen, args.samples),
-            "perlin": loop(lambda x: perlin(x.as_subclass(torch.Tensor)), unseen, args.samples),
-            "ours_direct": loop(lambda x: ours(x, empty), sources, args.samples),
-            "perlin_textures": loop(
-                lambda x: perlin_textures(x.as_subclass(torch.Tensor)), unseen, args.samples
-            ),
-        }
-        times = common.interleaved(runs, repeats=args.repeats, warmup=1)
+        times = time_transforms(made, args)
 
     per_sample = {k: statistics.median(v) / args.samples * 1e3 for k, v in times.items()}
     result = {
@@ -122,17 +127,17 @@ def main(argv=None) -> dict:
     }
     for mode in ("transplant", "direct"):
         for reference in ("perlin", "perlin_textures"):
-            summary = common.ratio_summary(times[f"ours_{mode}"], times[reference])
+            summary = harness.ratio_summary(times[f"ours_{mode}"], times[reference])
             result[f"{mode}_over_{reference}"] = summary
             target = "<= 1x" if reference == "perlin" else None
             print(
-                "  " + common.fmt_ratio(f"ours ({mode}) / {reference}", summary, target, ("ours", reference))
+                "  " + harness.fmt_ratio(f"ours ({mode}) / {reference}", summary, target, ("ours", reference))
             )
     headline = result["transplant_over_perlin"]["median_ratio"]
     result["target"] = 1.0
     result["met"] = headline <= 1.0 and result["direct_over_perlin"]["median_ratio"] <= 1.0
     print("  ms per sample: " + ", ".join(f"{k} {v:.2f}" for k, v in per_sample.items()))
-    path = common.write_result(args.out, result)
+    path = harness.write_result(args.out, result)
     print(f"  wrote {path}")
     return result
 

@@ -7,7 +7,7 @@ the VAE encoder at every step (``latent_dist.sample()``), and after each optimis
 restored from a copy. AnoGen's latent mask multiplies the squared error in both, so both compute the same loss.
 
 Ours caches the VAE posterior of the support set (and of its flips) once, trains one vector, and places it with
-a forward hook. The benchmark drives the library's own step function (``anogen_aug.inversion._train_step``) so
+a forward hook. The benchmark drives the library's own step function (``anogen_aug.inversion.train_step``) so
 the two loops can be interleaved step by step (A B A B ...); a short `learn_defect_embedding` run checks that
 this drive reproduces the public function's losses exactly.
 
@@ -17,8 +17,8 @@ support index, flip, timestep, template (each ``(B,)``), the posterior sample, t
 ``latent_dist.sample(generator=...)``. (diffusers' script draws from the global RNG in another order; the work
 done is the same.) With equal draws the fp32 losses agree step for step to float rounding.
 
-    python benchmarks/speed_stage1.py --backbone sd-reduced --steps 12
-    python benchmarks/speed_stage1.py --backbone tiny --steps 20 --bf16-steps 6
+    python -m benchmarks.speed_stage1 --backbone sd-reduced --steps 12
+    python -m benchmarks.speed_stage1 --backbone tiny --steps 20 --bf16-steps 6
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
@@ -37,15 +36,13 @@ from diffusers.optimization import get_scheduler
 
 from anogen_aug.inversion import (
     InversionConfig,
-    _encode_support,
-    _init_vectors,
-    _train_step,
+    encode_support,
+    init_vectors,
     learn_defect_embedding,
+    train_step,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from backbones import (  # noqa: E402
+from benchmarks import harness
+from benchmarks.backbones import (
     BACKBONES,
     backbone_flop_profile,
     make_backbone,
@@ -129,7 +126,7 @@ class DiffusersTextualInversion:
     def step(self) -> float:
         backbone, config = self.backbone, self.config
         vae, unet = backbone.vae, backbone.unet
-        autocast = common.autocast("bf16" if config.mixed_precision == "bf16" else "fp32")
+        autocast = harness.autocast("bf16" if config.mixed_precision == "bf16" else "fp32")
         pixels, masks, timesteps, input_ids = self._batch()
         # Convert images to latent space: the VAE encoder runs at every step.
         with torch.no_grad(), autocast:
@@ -176,15 +173,15 @@ class OursStepper:
 
     def __init__(self, backbone, images, masks, *, config, generator):
         self.backbone, self.config, self.generator = backbone, config, generator
-        self.support = _encode_support(backbone, images, masks, mixed_precision=config.mixed_precision)
-        self.vectors = _init_vectors(backbone, config).to(backbone.device).clone().requires_grad_(True)
+        self.support = encode_support(backbone, images, masks, mixed_precision=config.mixed_precision)
+        self.vectors = init_vectors(backbone, config).to(backbone.device).clone().requires_grad_(True)
         self.optimizer = torch.optim.AdamW(
             [self.vectors], lr=config.effective_learning_rate, weight_decay=config.adam_weight_decay
         )
         self.noise_scheduler = backbone.make_noise_scheduler()
 
     def step(self) -> float:
-        return _train_step(
+        return train_step(
             self.backbone,
             self.support,
             self.vectors,
@@ -198,7 +195,7 @@ class OursStepper:
 def make_support(resolution: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` synthetic defects at the training resolution: images ``(k, 3, R, R)``, masks ``(k, 1, R, R)``."""
     generator = torch.Generator().manual_seed(seed)
-    pairs = [common.synthetic_defect(resolution, generator=generator) for _ in range(k)]
+    pairs = [harness.synthetic_defect(resolution, generator=generator) for _ in range(k)]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
@@ -214,7 +211,7 @@ def run_steps(runners: dict, steps: int) -> tuple[dict, dict]:
     for _ in range(steps):
         for name, runner in runners.items():
             out = []
-            times[name].append(common.timed(lambda runner=runner, out=out: out.append(runner.step())))
+            times[name].append(harness.timed(lambda runner=runner, out=out: out.append(runner.step())))
             losses[name].append(out[0])
     return times, losses
 
@@ -227,12 +224,12 @@ def loss_agreement(a: list[float], b: list[float]) -> dict:
 
 def child(args) -> None:
     """Fresh-process peak RSS of a few steps: ``ours`` through the public `learn_defect_embedding`."""
-    common.set_threads(args.threads)
+    harness.set_threads(args.threads)
     backbone = make_backbone(args.backbone)
     images, masks = make_support(backbone.resolution, args.support, args.seed)
     config = InversionConfig(max_train_steps=args.steps, train_batch_size=args.batch)
-    reset = common.reset_peak_rss()  # the peak below covers the stage's work, not imports and set-up
-    baseline = common.current_rss_mib()
+    reset = harness.reset_peak_rss()  # the peak below covers the stage's work, not imports and set-up
+    baseline = harness.current_rss_mib()
     generator = torch.Generator().manual_seed(args.seed)
     if args.child == "ours":
         learn_defect_embedding(
@@ -243,7 +240,9 @@ def child(args) -> None:
         for _ in range(args.steps):
             reference.step()
     print(
-        json.dumps({"baseline_rss_mib": baseline, "peak_rss_mib": common.peak_rss_mib(), "peak_reset": reset})
+        json.dumps(
+            {"baseline_rss_mib": baseline, "peak_rss_mib": harness.peak_rss_mib(), "peak_reset": reset}
+        )
     )
 
 
@@ -272,9 +271,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
-    common.set_threads(args.threads)
-    out = args.out or common.RESULTS / f"speed_stage1_{args.backbone}.json"
-    native = common.native_bf16()
+    harness.set_threads(args.threads)
+    out = args.out or harness.RESULTS / f"speed_stage1_{args.backbone}.json"
+    native = harness.native_bf16()
     if args.bf16_steps is None:
         args.bf16_steps = 4 if native else 1
 
@@ -288,25 +287,25 @@ def main(argv=None) -> dict:
     profile = backbone_flop_profile(backbone)
     sd15_bound = stage1_step_flops(*sd15_modules(256), 256, args.batch)
     print(f"  FLOP profile: VAE encoder/UNet {profile['encoder_to_unet']:.2f} (SD 1.5 at 256 px: 1.51)")
-    peak = common.matmul_peak(size=2048, repeats=3)
+    peak = harness.matmul_peak(size=2048, repeats=3)
     print(f"  matmul 2048^2 peak: fp32 {peak['float32']['best_gflops']:.1f} GFLOP/s, "
           f"bf16 {peak['bfloat16']['best_gflops']:.1f} GFLOP/s")  # fmt: skip
 
     # 1. FLOPs of one step of each (fresh instances; attention counted as explicit matmuls).
     flops = {
-        kind: common.count_flops(build(kind, backbone, images, masks, fp32, args.seed).step)
+        kind: harness.count_flops(build(kind, backbone, images, masks, fp32, args.seed).step)
         for kind in ("ours", "reference")
     }
     # 2. One-time cost of ours: encoding the support set and its flips.
-    cache_s = common.timed(lambda: _encode_support(backbone, images, masks))
+    cache_s = harness.timed(lambda: encode_support(backbone, images, masks))
     # 3. fp32: warm-up on throwaway instances, then interleaved steps with equal randomness.
     run_steps({k: build(k, backbone, images, masks, fp32, args.seed + 1) for k in ("ours", "reference")}, 1)
     runners = {k: build(k, backbone, images, masks, fp32, args.seed) for k in ("ours", "reference")}
     times, losses = run_steps(runners, args.steps)
-    summary = common.ratio_summary(times["reference"], times["ours"])
+    summary = harness.ratio_summary(times["reference"], times["ours"])
     agreement = loss_agreement(losses["ours"], losses["reference"])
     vector_diff = (runners["ours"].vectors.detach()[0] - runners["reference"].vector).abs().max().item()
-    print("  " + common.fmt_ratio("fp32 step, reference / ours", summary, ">= 1.7x"))
+    print("  " + harness.fmt_ratio("fp32 step, reference / ours", summary, ">= 1.7x"))
     print(f"  losses ours vs reference: max rel diff {agreement['max_rel']:.2e} over {args.steps} steps; "
           f"final vector max abs diff {vector_diff:.2e}")  # fmt: skip
     if agreement["max_rel"] > LOSS_RTOL:
@@ -384,15 +383,16 @@ def main(argv=None) -> dict:
             "ours_fp32": build("ours", backbone, images, masks, fp32, args.seed),
         }
         times16, losses16 = run_steps(runners, args.bf16_steps)
-        versus_ref = common.ratio_summary(times16["reference_bf16"], times16["ours_bf16"])
-        speedup = common.ratio_summary(times16["ours_fp32"], times16["ours_bf16"])
+        versus_ref = harness.ratio_summary(times16["reference_bf16"], times16["ours_bf16"])
+        speedup = harness.ratio_summary(times16["ours_fp32"], times16["ours_bf16"])
         ref_speedup = median_ref / statistics.median(times16["reference_bf16"])
         drift = loss_agreement(losses16["ours_bf16"], losses16["ours_fp32"])
         shared = min(args.bf16_steps, args.steps)
         ref_drift = loss_agreement(losses16["reference_bf16"][:shared], losses["reference"][:shared])
-        print("  " + common.fmt_ratio("bf16 step, reference / ours", versus_ref, ">= 2.5x"))
+        print("  " + harness.fmt_ratio("bf16 step, reference / ours", versus_ref, ">= 2.5x"))
         print(
-            "  " + common.fmt_ratio("ours fp32 / ours bf16 (bf16 speed-up)", speedup, labels=("fp32", "bf16"))
+            "  "
+            + harness.fmt_ratio("ours fp32 / ours bf16 (bf16 speed-up)", speedup, labels=("fp32", "bf16"))
         )
         print(f"  reference fp32 / bf16 (medians, not paired): {ref_speedup:.2f}x")
         bf16_rate = flops["ours"]["total"] / versus_ref["median_s"][1] / 1e9
@@ -421,7 +421,7 @@ def main(argv=None) -> dict:
     if args.memory_steps:
         result["memory"] = {}
         for kind in ("ours", "reference"):
-            result["memory"][kind] = common.run_child(
+            result["memory"][kind] = harness.run_child(
                 __file__,
                 ["--child", kind, "--backbone", args.backbone, "--steps", str(args.memory_steps),
                  "--batch", str(args.batch), "--support", str(args.support), "--seed", str(args.seed),
@@ -430,7 +430,7 @@ def main(argv=None) -> dict:
             memory = result["memory"][kind]
             print(f"  peak RSS {kind}: {memory['peak_rss_mib']:.0f} MiB "
                   f"(after building the backbone: {memory['baseline_rss_mib']:.0f} MiB)")  # fmt: skip
-    path = common.write_result(out, result)
+    path = harness.write_result(out, result)
     print(f"  wrote {path}")
     return result
 

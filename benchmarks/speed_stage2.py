@@ -11,7 +11,7 @@ Also measured: local mode (a 4x-resolution image with a small box against an ima
 1024 px vs 256 px on sd-reduced), bf16 autocast (speed-up and image drift, PSNR), and peak RSS of each in a
 fresh process.
 
-    python benchmarks/speed_stage2.py --backbone sd-reduced --steps 10
+    python -m benchmarks.speed_stage2 --backbone sd-reduced --steps 10
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
@@ -29,10 +28,8 @@ from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 from anogen_aug.boxes import boxes_to_mask
 from anogen_aug.embedding import DefectEmbedding
 from anogen_aug.generation import AnomalyGenerator, GenerationConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from backbones import BACKBONES, make_backbone  # noqa: E402
+from benchmarks import harness
+from benchmarks.backbones import BACKBONES, make_backbone
 
 
 @contextlib.contextmanager
@@ -109,7 +106,7 @@ class InpaintReference:
 def make_inputs(size: int, box_side: int, batch: int, seed: int):
     """``batch`` synthetic normal images ``(B, 3, size, size)`` and one ``box_side`` box each, ``(1, 4)``."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.stack([common.synthetic_normal(size, generator=generator) for _ in range(batch)])
+    images = torch.stack([harness.synthetic_normal(size, generator=generator) for _ in range(batch)])
     boxes = []
     for _ in range(batch):
         x0, y0 = (torch.randint(0, size - box_side + 1, (2,), generator=generator)).tolist()
@@ -119,7 +116,7 @@ def make_inputs(size: int, box_side: int, batch: int, seed: int):
 
 def make_embedding(backbone) -> DefectEmbedding:
     vector = backbone.init_vector("defect")[None]  # (1, D): a stand-in for a learned vector
-    return DefectEmbedding(vector, "<defect>", backbone=backbone.name_or_path)
+    return DefectEmbedding(vector, placeholder_token="<defect>", backbone=backbone.name_or_path)
 
 
 def ours_runner(generator_, images, boxes, seed):
@@ -152,12 +149,12 @@ def outside_change(outputs, images, boxes) -> float:
 
 def child(args) -> None:
     """Fresh-process peak RSS of one generation (batch ``--batch``) by ours or the reference."""
-    common.set_threads(args.threads)
+    harness.set_threads(args.threads)
     backbone = make_backbone(args.backbone)
     embedding = make_embedding(backbone)
     images, boxes = make_inputs(backbone.resolution, backbone.resolution // 4, args.batch, args.seed)
-    reset = common.reset_peak_rss()  # the peak below covers the stage's work, not imports and set-up
-    baseline = common.current_rss_mib()
+    reset = harness.reset_peak_rss()  # the peak below covers the stage's work, not imports and set-up
+    baseline = harness.current_rss_mib()
     if args.child == "ours":
         config = GenerationConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
         ours_runner(AnomalyGenerator(backbone, embedding, config=config), images, boxes, args.seed)()
@@ -167,11 +164,13 @@ def child(args) -> None:
         )
         reference_runner(reference, images, boxes, args.seed)()
     print(
-        json.dumps({"baseline_rss_mib": baseline, "peak_rss_mib": common.peak_rss_mib(), "peak_reset": reset})
+        json.dumps(
+            {"baseline_rss_mib": baseline, "peak_rss_mib": harness.peak_rss_mib(), "peak_reset": reset}
+        )
     )
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", choices=BACKBONES, default="sd-reduced")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (the paper: 50)")
@@ -188,51 +187,157 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS children")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+class Contenders:
+    """Builds ours and the reference for one backbone and embedding, at a number of steps and a precision."""
+
+    def __init__(self, backbone, embedding, guidance_scale: float) -> None:
+        self.backbone, self.embedding, self.guidance_scale = backbone, embedding, guidance_scale
+
+    def ours(self, steps: int, precision: str = "no") -> AnomalyGenerator:
+        config = GenerationConfig(
+            num_inference_steps=steps, guidance_scale=self.guidance_scale, mixed_precision=precision
+        )
+        return AnomalyGenerator(self.backbone, self.embedding, config=config)
+
+    def reference(self, steps: int, precision: str = "no") -> InpaintReference:
+        return InpaintReference(
+            self.backbone,
+            self.embedding,
+            steps=steps,
+            guidance_scale=self.guidance_scale,
+            mixed_precision=precision,
+        )
+
+
+def recorded(outputs: dict, name: str, run):
+    """``run`` that also keeps its output in ``outputs[name]``."""
+    return lambda: outputs.__setitem__(name, run())
+
+
+def measure_fp32(args, contenders: Contenders, images, boxes) -> dict:
+    """fp32 throughput, ours vs the inpainting pipeline, interleaved; and the change outside the box."""
+    outputs = {}
+    runs = {
+        "ours": recorded(outputs, "ours", ours_runner(contenders.ours(args.steps), images, boxes, args.seed)),
+        "reference": recorded(
+            outputs, "reference", reference_runner(contenders.reference(args.steps), images, boxes, args.seed)
+        ),
+    }
+    times = harness.interleaved(runs, repeats=args.repeats, warmup=1)
+    summary = harness.ratio_summary(times["reference"], times["ours"])
+    throughput = {k: args.batch / statistics.median(v) for k, v in times.items()}
+    change = {k: outside_change(outputs[k], images, boxes) for k in runs}
+    print("  " + harness.fmt_ratio("fp32 throughput, ours / reference", summary, ">= 1.0x"))
+    print(f"  images/s: ours {throughput['ours']:.3f}, reference {throughput['reference']:.3f}; largest change "
+          f"outside the box: ours {change['ours']:.4f}, reference {change['reference']:.4f}")  # fmt: skip
+    return {
+        **summary,
+        "target": 1.0,
+        "met": summary["median_ratio"] >= 1.0,
+        "images_per_s": throughput,
+        "times_s": times,
+        "max_change_outside_box": change,
+    }
+
+
+def measure_local(args, contenders: Contenders, images, boxes, resolution: int, box_side: int) -> dict:
+    """Local mode: a 4x image with the same box size costs about as much as an image at the model's size."""
+    big_images, big_boxes = make_inputs(4 * resolution, box_side, 1, args.seed + 1)
+    local = contenders.ours(args.steps)
+    runs = {
+        "large": ours_runner(local, big_images, big_boxes, args.seed),
+        "native": ours_runner(local, images[:1], boxes[:1], args.seed),
+    }
+    times = harness.interleaved(runs, repeats=args.repeats, warmup=1)
+    summary = harness.ratio_summary(times["large"], times["native"])
+    print("  " + harness.fmt_ratio(f"local mode, {4 * resolution} px / {resolution} px image", summary,
+                                  "<= 1.2x", (f"{4 * resolution} px", f"{resolution} px")))  # fmt: skip
+    return {
+        "large_px": 4 * resolution,
+        "native_px": resolution,
+        "box_px": box_side,
+        **summary,
+        "target": 1.2,
+        "met": summary["median_ratio"] <= 1.2,
+        "times_s": times,
+    }
+
+
+def measure_bf16(
+    args, contenders: Contenders, images, boxes, *, steps: int, repeats: int, native: bool
+) -> dict:
+    """bf16 autocast of the UNet calls: speed-up over fp32 and drift of the images (PSNR), ours and reference."""
+    outputs = {}
+    runs = {}
+    for kind in ("ours", "reference"):
+        build = contenders.ours if kind == "ours" else contenders.reference
+        runner = ours_runner if kind == "ours" else reference_runner
+        for precision in ("bf16", "fp32"):
+            name = f"{kind}_{precision}"
+            contender = build(steps, "bf16") if precision == "bf16" else build(steps)
+            runs[name] = recorded(outputs, name, runner(contender, images, boxes, args.seed))
+    times = harness.interleaved(runs, repeats=repeats, warmup=1 if native else 0)
+    speedup = harness.ratio_summary(times["ours_fp32"], times["ours_bf16"])
+    ref_speedup = harness.ratio_summary(times["reference_fp32"], times["reference_bf16"])
+    versus = harness.ratio_summary(times["reference_bf16"], times["ours_bf16"])
+    psnr = {
+        kind: min(
+            harness.psnr(a, b) for a, b in zip(outputs[f"{kind}_bf16"], outputs[f"{kind}_fp32"], strict=True)
+        )
+        for kind in ("ours", "reference")
+    }
+    print("  " + harness.fmt_ratio(f"bf16 speed-up of ours (DDIM {steps})", speedup, labels=("fp32", "bf16")))
+    print("  " + harness.fmt_ratio("bf16 speed-up of the reference", ref_speedup, labels=("fp32", "bf16")))
+    print("  " + harness.fmt_ratio("bf16 throughput, ours / reference", versus))
+    print(f"  bf16 vs fp32 image PSNR: ours {psnr['ours']:.1f} dB, reference {psnr['reference']:.1f} dB")
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        "ours_speedup_over_fp32": speedup,
+        "reference_speedup_over_fp32": ref_speedup,
+        "ours_over_reference": versus,
+        "psnr_bf16_vs_fp32_db": psnr,
+        "times_s": times,
+        "how": "GenerationConfig(mixed_precision='bf16'): UNet calls under torch.autocast(bf16); the "
+        "reference's UNet forward wrapped the same way (hooks), VAE and text encoder fp32 in both",
+    }
+
+
+def measure_memory(args) -> dict:
+    """Peak RSS of one generation by ours and by the reference, each in a fresh process."""
+    memory = {}
+    for kind in ("ours", "reference"):
+        memory[kind] = harness.run_child(
+            __file__,
+            ["--child", kind, "--backbone", args.backbone, "--steps", str(args.steps),
+             "--guidance-scale", str(args.guidance_scale), "--batch", str(args.batch),
+             "--seed", str(args.seed), "--threads", str(args.threads)],
+        )  # fmt: skip
+        print(f"  peak RSS {kind}: {memory[kind]['peak_rss_mib']:.0f} MiB "
+              f"(after building the backbone: {memory[kind]['baseline_rss_mib']:.0f} MiB)")  # fmt: skip
+    return memory
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.child:
         return child(args)
-    common.set_threads(args.threads)
-    out = args.out or common.RESULTS / f"speed_stage2_{args.backbone}.json"
-    native = common.native_bf16()
+    harness.set_threads(args.threads)
+    out = args.out or harness.RESULTS / f"speed_stage2_{args.backbone}.json"
+    native = harness.native_bf16()
     bf16_steps = args.bf16_steps if args.bf16_steps is not None else (args.steps if native else 2)
     bf16_repeats = args.bf16_repeats or (args.repeats if native else 1)
 
     backbone = make_backbone(args.backbone)
-    embedding = make_embedding(backbone)
+    contenders = Contenders(backbone, make_embedding(backbone), args.guidance_scale)
     resolution = backbone.resolution
     box_side = resolution // 4
     print(f"stage 2: backbone {args.backbone} ({resolution} px), DDIM {args.steps}, guidance "
           f"{args.guidance_scale}, batch {args.batch}, box {box_side} px, {args.threads} thread(s)")  # fmt: skip
     images, boxes = make_inputs(resolution, box_side, args.batch, args.seed)
-
-    def generator_for(steps, precision="no", **extra):
-        config = GenerationConfig(
-            num_inference_steps=steps, guidance_scale=args.guidance_scale, mixed_precision=precision, **extra
-        )
-        return AnomalyGenerator(backbone, embedding, config=config)
-
-    def reference_for(steps, precision="no"):
-        return InpaintReference(
-            backbone, embedding, steps=steps, guidance_scale=args.guidance_scale, mixed_precision=precision
-        )
-
-    # 1. Throughput, fp32: ours vs the inpainting pipeline, interleaved.
-    outputs = {}
-
-    def keep(name, fn):
-        return lambda: outputs.__setitem__(name, fn())
-
-    runs = {
-        "ours": keep("ours", ours_runner(generator_for(args.steps), images, boxes, args.seed)),
-        "reference": keep("reference", reference_runner(reference_for(args.steps), images, boxes, args.seed)),
-    }
-    times = common.interleaved(runs, repeats=args.repeats, warmup=1)
-    summary = common.ratio_summary(times["reference"], times["ours"])
-    throughput = {k: args.batch / statistics.median(v) for k, v in times.items()}
-    change = {k: outside_change(outputs[k], images, boxes) for k in runs}
-    print("  " + common.fmt_ratio("fp32 throughput, ours / reference", summary, ">= 1.0x"))
-    print(f"  images/s: ours {throughput['ours']:.3f}, reference {throughput['reference']:.3f}; largest change "
-          f"outside the box: ours {change['ours']:.4f}, reference {change['reference']:.4f}")  # fmt: skip
     result = {
         "benchmark": "speed_stage2",
         "backbone": args.backbone,
@@ -241,97 +346,20 @@ def main(argv=None) -> dict:
         "guidance_scale": args.guidance_scale,
         "batch": args.batch,
         "threads": args.threads,
-        "fp32": {
-            **summary,
-            "target": 1.0,
-            "met": summary["median_ratio"] >= 1.0,
-            "images_per_s": throughput,
-            "times_s": times,
-            "max_change_outside_box": change,
-        },
     }
-
+    # 1. Throughput, fp32: ours vs the inpainting pipeline, interleaved.
+    result["fp32"] = measure_fp32(args, contenders, images, boxes)
     # 2. Local mode: a 4x image with the same box size costs about as much as an image at the model's size.
-    big_images, big_boxes = make_inputs(4 * resolution, box_side, 1, args.seed + 1)
-    local = generator_for(args.steps)
-    runs = {
-        "large": ours_runner(local, big_images, big_boxes, args.seed),
-        "native": ours_runner(local, images[:1], boxes[:1], args.seed),
-    }
-    local_times = common.interleaved(runs, repeats=args.repeats, warmup=1)
-    local_summary = common.ratio_summary(local_times["large"], local_times["native"])
-    print("  " + common.fmt_ratio(f"local mode, {4 * resolution} px / {resolution} px image", local_summary,
-                                  "<= 1.2x", (f"{4 * resolution} px", f"{resolution} px")))  # fmt: skip
-    result["local"] = {
-        "large_px": 4 * resolution,
-        "native_px": resolution,
-        "box_px": box_side,
-        **local_summary,
-        "target": 1.2,
-        "met": local_summary["median_ratio"] <= 1.2,
-        "times_s": local_times,
-    }
-
-    # 3. bf16 autocast of the UNet calls: speed-up over fp32 and drift of the images (PSNR), ours and reference.
+    result["local"] = measure_local(args, contenders, images, boxes, resolution, box_side)
+    # 3. bf16 autocast of the UNet calls: speed-up over fp32 and image drift, ours and reference.
     if bf16_steps:
-        outputs.clear()
-        runs = {
-            "ours_bf16": keep(
-                "ours_bf16", ours_runner(generator_for(bf16_steps, "bf16"), images, boxes, args.seed)
-            ),
-            "ours_fp32": keep("ours_fp32", ours_runner(generator_for(bf16_steps), images, boxes, args.seed)),
-            "reference_bf16": keep(
-                "reference_bf16",
-                reference_runner(reference_for(bf16_steps, "bf16"), images, boxes, args.seed),
-            ),
-            "reference_fp32": keep(
-                "reference_fp32", reference_runner(reference_for(bf16_steps), images, boxes, args.seed)
-            ),
-        }
-        times16 = common.interleaved(runs, repeats=bf16_repeats, warmup=1 if native else 0)
-        speedup = common.ratio_summary(times16["ours_fp32"], times16["ours_bf16"])
-        ref_speedup = common.ratio_summary(times16["reference_fp32"], times16["reference_bf16"])
-        versus = common.ratio_summary(times16["reference_bf16"], times16["ours_bf16"])
-        psnr = {
-            kind: min(
-                common.psnr(a, b)
-                for a, b in zip(outputs[f"{kind}_bf16"], outputs[f"{kind}_fp32"], strict=True)
-            )
-            for kind in ("ours", "reference")
-        }
-        print(
-            "  "
-            + common.fmt_ratio(f"bf16 speed-up of ours (DDIM {bf16_steps})", speedup, labels=("fp32", "bf16"))
+        result["bf16"] = measure_bf16(
+            args, contenders, images, boxes, steps=bf16_steps, repeats=bf16_repeats, native=native
         )
-        print("  " + common.fmt_ratio("bf16 speed-up of the reference", ref_speedup, labels=("fp32", "bf16")))
-        print("  " + common.fmt_ratio("bf16 throughput, ours / reference", versus))
-        print(f"  bf16 vs fp32 image PSNR: ours {psnr['ours']:.1f} dB, reference {psnr['reference']:.1f} dB")
-        result["bf16"] = {
-            "steps": bf16_steps,
-            "repeats": bf16_repeats,
-            "ours_speedup_over_fp32": speedup,
-            "reference_speedup_over_fp32": ref_speedup,
-            "ours_over_reference": versus,
-            "psnr_bf16_vs_fp32_db": psnr,
-            "times_s": times16,
-            "how": "GenerationConfig(mixed_precision='bf16'): UNet calls under torch.autocast(bf16); the "
-            "reference's UNet forward wrapped the same way (hooks), VAE and text encoder fp32 in both",
-        }
-
     # 4. Peak RSS of one generation, each in a fresh process.
     if not args.no_memory:
-        result["memory"] = {}
-        for kind in ("ours", "reference"):
-            memory = common.run_child(
-                __file__,
-                ["--child", kind, "--backbone", args.backbone, "--steps", str(args.steps),
-                 "--guidance-scale", str(args.guidance_scale), "--batch", str(args.batch),
-                 "--seed", str(args.seed), "--threads", str(args.threads)],
-            )  # fmt: skip
-            result["memory"][kind] = memory
-            print(f"  peak RSS {kind}: {memory['peak_rss_mib']:.0f} MiB "
-                  f"(after building the backbone: {memory['baseline_rss_mib']:.0f} MiB)")  # fmt: skip
-    path = common.write_result(out, result)
+        result["memory"] = measure_memory(args)
+    path = harness.write_result(out, result)
     print(f"  wrote {path}")
     return result
 

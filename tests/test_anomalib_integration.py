@@ -32,6 +32,7 @@ from anogen_aug.integrations.anomalib import (  # noqa: E402
     AnoGenDataModule,
     AnoGenImageBatch,
     DeSTSeg,
+    TrainConfig,
     WeakDraem,
     train_detector,
 )
@@ -227,8 +228,8 @@ def test_bank_samples_resized_to_the_normal_image_size(data_root, tmp_path):
 def test_datamodule_rejects_bad_arguments(data_root, bank):
     with pytest.raises(ValueError, match="`p`"):
         AnoGenDataModule(_folder(data_root), bank, p=1.5)
-    with pytest.raises(ValueError, match="defect_type"):
-        AnoGenDataModule(_folder(data_root), bank, defect_type="scratch")
+    # a bank object takes the same filters as a bank folder (one rule: AnomalyBank.open)
+    assert len(AnoGenDataModule(_folder(data_root), bank, defect_type="scratch").bank) == len(bank)
     with pytest.raises(TypeError, match="datamodule"):
         AnoGenDataModule(object(), bank)
     datamodule = AnoGenDataModule(_folder(data_root), str(bank.root), defect_type="scratch")
@@ -299,24 +300,22 @@ def test_weak_draem_never_downloads_dtd(tmp_path):
 
 
 def test_train_detector_draem_trains_tests_and_writes_metrics_and_maps(data_root, bank, tmp_path):
-    result = train_detector(
-        data_root,
-        "tiny",
-        bank,
+    config = TrainConfig(
         model="draem",
         epochs=1,
         image_size=64,
         batch_size=2,
         limit_train_batches=2,
-        out_dir=tmp_path / "run",
         accelerator="cpu",
         model_options=SMALL_DRAEM,
     )
+    result = train_detector(data_root, "tiny", bank, config=config, out_dir=tmp_path / "run")
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(written["metrics"]) == set(METRIC_NAMES)
     assert all(isinstance(v, float) and math.isfinite(v) for v in written["metrics"].values())
     assert 0.0 <= written["metrics"]["image_AUROC"] <= 1.0
     assert written["config"]["model"] == "draem" and written["config"]["p"] == 0.5
+    assert written["config"]["model_options"] == SMALL_DRAEM and written["config"]["de_st_steps"] is None
     assert result["metrics"] == written["metrics"] and len(result["maps"]) == 4
     panel = Image.open(result["maps"][0])
     assert panel.size == (3 * 64, 64)
@@ -376,18 +375,15 @@ def test_destseg_teacher_weights_from_file_never_downloaded(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_train_detector_destseg(data_root, bank, tmp_path):
-    result = train_detector(
-        data_root,
-        "tiny",
-        bank,
+    config = TrainConfig(
         model="destseg",
         image_size=64,
         batch_size=2,
         limit_train_batches=3,
-        out_dir=tmp_path,
         accelerator="cpu",
         pretrained=False,
     )
+    result = train_detector(data_root, "tiny", bank, config=config, out_dir=tmp_path)
     assert result["config"]["de_st_steps"] == 1 and result["config"]["p"] == 1.0
     assert all(v is not None and math.isfinite(v) for v in result["metrics"].values())
 
@@ -397,12 +393,70 @@ def test_train_detector_destseg(data_root, bank, tmp_path):
 
 def test_layout_check_pairs_masks_by_name(tmp_path):
     root = _write_mvtec_folder(tmp_path)
-    assert check_mvtec_layout(root, "tiny")[1:] == (["scratch"], True)
-    (root / "tiny/ground_truth/scratch/003_mask.png").rename(root / "tiny/ground_truth/scratch/009_mask.png")
+    folder = check_mvtec_layout(root, "tiny")
+    assert folder.defect_types == ["scratch"] and folder.has_test_normals and len(folder.train) == 6
+    masks = root / "tiny/ground_truth/scratch"
+    (masks / "003_mask.png").rename(masks / "009_mask.png")
+    with pytest.raises(FileNotFoundError, match="no mask for .*003.png"):
+        check_mvtec_layout(root, "tiny")
+    (masks / "009_mask.png").rename(masks / "003_mask.png")
+    # both masks are found by name, but anomalib's Folder pairs by sorted position: 1.png <-> 1_a_mask.png
+    images = root / "tiny/test/scratch"
+    for stem in ("1", "1_a"):
+        Image.open(images / "000.png").save(images / f"{stem}.png")
+        Image.open(masks / "000_mask.png").save(masks / f"{stem}_mask.png")
     with pytest.raises(ValueError, match="does not belong"):
         check_mvtec_layout(root, "tiny")
     with pytest.raises(FileNotFoundError, match="train"):
         check_mvtec_layout(root, "absent")
+
+
+def test_train_config_checks_every_field_and_resolves_the_paper_defaults(tmp_path):
+    assert TrainConfig().effective_batch_size == 16 and TrainConfig().effective_p == 0.5
+    destseg = TrainConfig(model="destseg", dtd_dir=tmp_path)
+    assert (
+        destseg.effective_batch_size == 32 and destseg.effective_p == 1.0 and destseg.dtd_dir == str(tmp_path)
+    )
+    assert TrainConfig.from_dict(destseg.to_dict()) == destseg
+    assert TrainConfig(limit_train_batches=0.5).limit_train_batches == 0.5
+    options = {"reconstruction_width": 8}
+    config = TrainConfig(model_options=options)
+    options["reconstruction_width"] = 99  # the frozen config keeps its own copy
+    assert config.model_options == {"reconstruction_width": 8}
+    bad = {
+        "model": "padim", "tau": 0.0, "epochs": 0, "image_size": True, "batch_size": 0, "max_steps": -1,
+        "limit_train_batches": 1.5, "seed": -1, "accelerator": "", "p": 1.5, "defect_type": "",
+        "de_st_steps": -1, "pretrained": "yes", "dtd_dir": 3, "num_workers": -1, "num_maps": 0.5,
+        "model_options": {1: 2},
+    }  # fmt: skip
+    for name, value in bad.items():
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            TrainConfig(**{name: value})
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"epoch": 1})
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train_detector(tmp_path, "tiny", tmp_path, config={"epochs": 1})
+
+
+@pytest.mark.parametrize("model_class", [WeakDraem, DeSTSeg])
+def test_tau_is_the_losss_and_changing_it_changes_the_loss(model_class):
+    model = model_class(**(SMALL_DRAEM if model_class is WeakDraem else {"pretrained": False}), tau=0.9)
+    focal = model.loss.focal  # the weak-supervision term, where tau is read
+    assert model.tau == model.loss.tau == focal.tau == 0.9
+    model.tau = 0.6
+    assert focal.tau == 0.6 and model.loss.tau == 0.6
+    logits = torch.zeros(1, 1, 4, 4)
+    box = torch.ones(1, 1, 4, 4)
+    prob = torch.full((1, 1, 4, 4), 0.7)  # confidently normal at tau 0.6, not at 0.9
+    focal.base_loss = lambda prediction, target: torch.ones(1, 1, 4, 4)
+    assert focal(logits, box, box, prob) == 0
+    model.tau = 0.9
+    assert focal(logits, box, box, prob) == 1
+    with pytest.raises(ValueError, match="tau"):
+        model.tau = 0.0
+    with pytest.raises(ValueError, match="tau"):
+        model_class(tau=1.5)
+    assert model.tau == 0.9
 
 
 def test_core_never_imports_anomalib_and_integration_names_the_extra():
@@ -410,8 +464,9 @@ def test_core_never_imports_anomalib_and_integration_names_the_extra():
         "import sys, anogen_aug, anogen_aug.losses\n"
         "assert 'anomalib' not in sys.modules, 'core imported anomalib'\n"
         "sys.modules['anomalib'] = None\n"
+        "from anogen_aug.integrations.anomalib import TrainConfig  # needs no anomalib\n"
         "try:\n"
-        "    import anogen_aug.integrations.anomalib\n"
+        "    from anogen_aug.integrations.anomalib import WeakDraem\n"
         "except ImportError as error:\n"
         "    assert 'anogen-aug[anomalib]' in str(error), error\n"
         "else:\n"
@@ -419,6 +474,18 @@ def test_core_never_imports_anomalib_and_integration_names_the_extra():
     )
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_train_config_imports_without_importing_anomalib():
+    """The ``anogen-aug train`` flags are made from `TrainConfig`: building the CLI must stay cheap."""
+    code = (
+        "import sys\n"
+        "from anogen_aug.integrations.anomalib import TrainConfig\n"
+        "TrainConfig(model='destseg')\n"
+        "heavy = {'anomalib', 'lightning', 'kornia'} & {m.split('.')[0] for m in sys.modules}\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # --- real data ------------------------------------------------------------------------------------------------
@@ -466,18 +533,15 @@ def test_real_magnetic_tile_pipeline(shared_data, tmp_path):
     # WeakDraem, 1 epoch of 2 batches, tested on real held-out images (variable sizes, resized to 64)
     root = tmp_path / "data"
     _real_subset(category, root / "magnetic_tile", {"blowhole": 4, "crack": 2})
-    result = train_detector(
-        root,
-        "magnetic_tile",
-        bank,
+    config = TrainConfig(
         model="draem",
         image_size=64,
         batch_size=4,
         limit_train_batches=2,
-        out_dir=tmp_path / "run",
         accelerator="cpu",
         model_options={"reconstruction_width": 16, "discrimination_width": 16},
     )
+    result = train_detector(root, "magnetic_tile", bank, config=config, out_dir=tmp_path / "run")
     assert result["config"]["defect_types"] == ["blowhole", "crack"]
     assert all(v is not None and math.isfinite(v) for v in result["metrics"].values())
     assert len(result["maps"]) == 4

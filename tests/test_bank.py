@@ -199,9 +199,31 @@ def test_merge_shards_equals_one_bank(sources, tmp_path):
     for index in range(len(merged)):
         sample = merged[index]
         assert torch.equal(sample.image, whole[by_id[sample.id]].image)
+    first = merged.records[0]
+    assert (out / first["image"]).samefile(shards[0] / first["image"]), "files are hard-linked"
     assert len(merge_banks(shards, out)) == 8, "merging again adds nothing"
     with pytest.raises(ValueError, match="output bank itself"):
         merge_banks([out], out)
+
+
+def test_merge_replaces_leftovers_and_copies_across_file_systems(sources, tmp_path, monkeypatch):
+    shard = tmp_path / "out" / "shard-0"
+    written = _write(_paste(), sources, shard)
+    record = written.records[0]
+    leftover = tmp_path / "out" / record["image"]  # an interrupted merge: a file, but no record
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"partial")
+
+    def no_links(source, target):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("os.link", no_links)
+    merged = merge_banks([shard], tmp_path / "out")
+    assert len(merged) == 8 and leftover.read_bytes() == (shard / record["image"]).read_bytes()
+    for key in ("image", "box_mask", "mask"):
+        copy, original = tmp_path / "out" / record[key], shard / record[key]
+        assert copy.read_bytes() == original.read_bytes() and not copy.samefile(original)
+    assert not list((tmp_path / "out").rglob(".*.tmp")), "no temporary file is left behind"
 
 
 def test_hf_dataset_round_trip_offline(sources, tmp_path):

@@ -14,9 +14,11 @@ import torch
 
 from anogen_aug.boxes import (
     BoxSampler,
+    allowed_region,
     box_range_table,
     boxes_to_mask,
     check_boxes,
+    check_region,
     foreground_mask,
     mask_to_box,
     otsu_threshold,
@@ -189,6 +191,21 @@ def test_region_mask_is_respected():
     left[:, :, :40] = 1
     boxes = sampler.sample((64, 96), 20, region=left, generator=seeded(3))
     assert min(fraction_inside(boxes, left)) >= 0.75
+
+
+def test_regions_are_checked_once_and_fitted_to_each_image():
+    assert check_region(None) is None and check_region("auto") == "auto"
+    template = check_region(np.eye(4, dtype=np.uint8) * 255)  # array, any non-zero pixel counts
+    assert template.shape == (1, 4, 4) and template.dtype == torch.float32 and template.sum() == 4
+    with pytest.raises(ValueError, match="`region` is empty"):
+        check_region(torch.zeros(8, 8))
+    assert allowed_region(None, (32, 32), 32, 32) is None
+    fitted = allowed_region(template, (8, 8), 8, 8)  # nearest: each template pixel becomes 2 x 2
+    assert torch.equal(fitted, torch.eye(4).repeat_interleave(2, 0).repeat_interleave(2, 1))
+    image, disc = disc_image(64, 64)
+    assert torch.equal(allowed_region("auto", image, 64, 64), foreground_mask(image)[0])
+    with pytest.raises(ValueError, match="auto"):
+        allowed_region("auto", (64, 64), 64, 64)
 
 
 def test_min_inside_is_a_real_constraint():

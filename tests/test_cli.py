@@ -59,7 +59,7 @@ def test_learn_then_generate_then_show(tmp_path, widget, tiny_dir, capsys):
     assert image.shape[-2:] == box_mask.shape[-2:]
 
     sheet = tmp_path / "grid.png"
-    assert main(["show", str(bank), "--out", str(sheet)]) == 0
+    assert main(["show", str(bank), "--png", str(sheet)]) == 0
     assert sheet.is_file() and sheet.stat().st_size > 0
     assert "grid.png" in capsys.readouterr().out
 
@@ -95,20 +95,6 @@ def test_train_command_writes_metrics_and_maps(tmp_path, widget):
     )
     assert list((out / "maps").glob("*.png"))
     assert main([*argv[:-1], str(tmp_path / "bad"), "--tau", "1.5"]) == 1  # tau outside (0, 1]
-
-
-def test_convert_official_command(tmp_path):
-    path = tmp_path / "logs" / "hazelnut_crack" / "embeddings.pt"
-    path.parent.mkdir(parents=True)
-    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(torch.randn(1, 1280))})
-    torch.save({"string_to_token": {"*": torch.tensor(265)}, "string_to_param": params}, path)
-    assert (
-        main(["convert-official", str(path), "--out", str(tmp_path / "out")]) == 1
-    )  # refuses without opt-in
-    assert not (tmp_path / "out").exists()
-    assert main(["convert-official", str(path), "--out", str(tmp_path / "out"), "--trust-pickle"]) == 0
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert (config["category"], config["defect_type"], config["dim"]) == ("hazelnut", "crack", 1280)
 
 
 def test_push_command_routes_embeddings_and_banks(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from anogen_aug import DefectEmbedding, convert_official
+from anogen_aug import DefectEmbedding
 from anogen_aug.testing import tiny_backbone
 
 
@@ -148,35 +148,3 @@ def test_width_mismatch_names_both_widths(tiny_ldm):
 def test_bad_embeddings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DefectEmbedding(**kwargs)
-
-
-def _write_official(path, dim: int = 1280):
-    """A file in the authors' format: pickled dict with string_to_token and a ParameterDict."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(torch.randn(1, dim))})
-    torch.save({"string_to_token": {"*": torch.tensor(265)}, "string_to_param": params}, path)
-    return params["*"].detach().clone()
-
-
-def test_convert_official_requires_opt_in_and_reads_the_format(tmp_path):
-    path = tmp_path / "logs" / "bottle_broken_large" / "embeddings.pt"
-    expected = _write_official(path)
-    with pytest.raises(PermissionError, match="trust_pickle"):
-        convert_official(path)
-    embedding = convert_official(path, trust_pickle=True)
-    assert torch.equal(embedding.vectors, expected)
-    assert (embedding.category, embedding.defect_type) == ("bottle", "broken_large")
-    assert embedding.backbone == "CompVis/ldm-text2im-large-256" and embedding.dim == 1280
-    assert embedding.placeholder_token == "<bottle-broken_large>"
-    nut = tmp_path / "logs" / "metal_nut_color" / "embeddings.pt"
-    _write_official(nut)
-    assert convert_official(nut, trust_pickle=True).category == "metal_nut"
-
-
-def test_convert_official_rejects_other_files(tmp_path):
-    path = tmp_path / "x.pt"
-    torch.save({"weights": torch.zeros(1)}, path)
-    with pytest.raises(ValueError, match="string_to_param"):
-        convert_official(path, trust_pickle=True)
-    with pytest.raises(FileNotFoundError):
-        convert_official(tmp_path / "missing.pt", trust_pickle=True)

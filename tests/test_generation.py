@@ -10,7 +10,16 @@ import torch
 
 from anogen_aug.boxes import boxes_to_mask
 from anogen_aug.embedding import DefectEmbedding
-from anogen_aug.generation import AnomalyGenerator, GenerationConfig, _change_mask, spawn_generators
+from anogen_aug.generation import (
+    AnomalyGenerator,
+    GenerationConfig,
+    choose_window,
+    crop_window,
+    estimate_change_mask,
+    latent_keep_mask,
+    place_window,
+    spawn_generators,
+)
 from anogen_aug.images import quantize
 from anogen_aug.synthesis import AnomalyGeneratorProtocol, Synthesis
 from anogen_aug.testing import tiny_backbone
@@ -164,13 +173,58 @@ def test_change_mask_recovers_a_changed_blob():
     final[:, blob] = 0.9
     final[:, 12:44, 12:44] += 0.004 * torch.rand(3, 32, 32, generator=seeded(0))  # decoder noise
     boxes = torch.tensor([[12.0, 12.0, 44.0, 44.0]])
-    mask = _change_mask(final, image, boxes, threshold=None, scale=1.0)[0].bool()
+    mask = estimate_change_mask(image, final, boxes, threshold=None, scale=1.0)[0].bool()
     iou = (mask & blob).sum() / (mask | blob).sum()
     assert iou > 0.85
     assert not mask[:12].any() and not mask[44:].any()
 
 
 # --- local mode -------------------------------------------------------------------------------------------------
+
+
+def test_choose_window_is_a_model_sized_square_around_the_boxes_inside_the_image():
+    small = torch.tensor([[100.0, 100.0, 116.0, 116.0]])
+    assert choose_window(small, 256, 256, resolution=64, context=2.0) == (76, 76, 140, 140)  # centred
+    assert choose_window(small, 256, 256, resolution=64, context=2.0, local=False) == (0, 0, 256, 256)
+    assert choose_window(small, 64, 128, resolution=128, context=2.0) == (
+        0,
+        0,
+        128,
+        64,
+    )  # no larger than the model
+    corner = torch.tensor([[0.0, 250.0, 10.0, 256.0]])
+    assert choose_window(corner, 256, 256, resolution=64, context=2.0) == (0, 192, 64, 256)  # shifted inside
+    large = torch.tensor([[10.0, 20.0, 110.0, 60.0]])  # extent 100: side 2 * 100
+    assert choose_window(large, 256, 256, resolution=64, context=2.0) == (0, 0, 200, 200)
+    assert choose_window(large, 256, 256, resolution=64, context=3.0) == (
+        0,
+        0,
+        256,
+        256,
+    )  # clipped to the image
+
+
+def test_latent_keep_mask_zeroes_every_cell_a_box_touches():
+    window = (0, 0, 64, 64)  # 4 px per cell of a 16 x 16 latent
+    keep = latent_keep_mask(torch.tensor([[5.0, 5.0, 9.0, 9.0]]), window, (16, 16))
+    assert keep.shape == (1, 16, 16) and keep[0, 1:3, 1:3].eq(0).all() and keep.sum() == 256 - 4
+    on_grid = latent_keep_mask(torch.tensor([[4.0, 4.0, 8.0, 8.0]]), window, (16, 16))
+    assert on_grid.sum() == 256 - 1 and on_grid[0, 1, 1] == 0  # edges on cell borders touch no neighbour
+    shifted = latent_keep_mask(torch.tensor([[36.0, 36.0, 40.0, 40.0]]), (32, 32, 96, 96), (16, 16))
+    assert shifted.sum() == 256 - 1 and shifted[0, 1, 1] == 0  # window coordinates
+
+
+def test_crop_and_place_window_touch_only_the_window():
+    image = random_image(96, 128)
+    window = (40, 16, 104, 80)  # 64 x 64: no resize at resolution 64
+    crop = crop_window(image, window, 64)
+    assert crop.shape == (1, 3, 64, 64) and torch.equal(crop[0], image[:, 16:80, 40:104])
+    assert crop_window(image, window, 32).shape == (1, 3, 32, 32)
+    decoded = torch.zeros(3, 32, 32)
+    placed = place_window(image, decoded, window)
+    inside = torch.zeros(96, 128, dtype=torch.bool)
+    inside[16:80, 40:104] = True
+    assert torch.equal(placed[:, ~inside], image[:, ~inside]) and placed[:, inside].eq(0).all()
 
 
 def test_local_mode_costs_the_same_as_a_model_sized_image(backbone, embedding):

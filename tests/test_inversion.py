@@ -17,9 +17,9 @@ from anogen_aug.images import content_hash
 from anogen_aug.inversion import (
     IMAGENET_TEMPLATES_SMALL,
     InversionConfig,
-    _encode_support,
-    _train_step,
+    encode_support,
     learn_defect_embedding,
+    train_step,
 )
 from anogen_aug.testing import tiny_backbone
 
@@ -63,13 +63,13 @@ def tiny_config(**changes) -> InversionConfig:
 
 
 def one_step(model, image, mask, config, *, seed=3):
-    """One `_train_step` with a zero learning rate: returns (loss, the vector's gradient)."""
-    latents = _encode_support(model, image[None], mask[None])
+    """One `train_step` with a zero learning rate: returns (loss, the vector's gradient)."""
+    latents = encode_support(model, image[None], mask[None])
     vectors = model.init_vector(config.init_word)[None].clone().requires_grad_(True)
     optimizer = torch.optim.AdamW([vectors], lr=0.0)
     generator = torch.Generator().manual_seed(seed)
     scheduler = model.make_noise_scheduler()
-    loss = _train_step(model, latents, vectors, optimizer, scheduler, config=config, generator=generator)
+    loss = train_step(model, latents, vectors, optimizer, scheduler, config=config, generator=generator)
     return loss, vectors.grad.clone()
 
 

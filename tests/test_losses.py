@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -131,3 +133,62 @@ def test_base_loss_must_be_per_pixel():
     loss_fn = WeakSupervisionLoss(lambda p, t: reduced(p, t).reshape(1, 1, 1, 1).expand(3, 3, 1, 1), tau=0.9)
     with pytest.raises(ValueError, match="per-pixel"):
         loss_fn(torch.zeros(2, 1, 8, 8), box, box, torch.rand(2, 1, 8, 8))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_per_pixel_equals_kornia(gamma):
+    kornia_losses = pytest.importorskip("kornia.losses")
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, 7, generator=generator) * 4
+    logits[0, :, 0, 0] = torch.tensor([60.0, -60.0, -60.0])  # p_t rounds to 1: the saturated branch
+    target = torch.randint(0, 3, (2, 1, 5, 7), generator=generator)
+    target[0, 0, 0, 0] = 0
+    ours_in, theirs_in = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    ours = focal_loss_per_pixel(ours_in, target, gamma=gamma)
+    labels = target[:, 0].long()
+    theirs = kornia_losses.focal_loss(theirs_in, labels, alpha=None, gamma=gamma, reduction="none")
+    theirs = theirs.sum(dim=1, keepdim=True)
+    assert torch.equal(ours, theirs)
+    weights = torch.rand(ours.shape, generator=generator)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.allclose(ours_in.grad, theirs_in.grad, atol=1e-7) and torch.isfinite(ours_in.grad).all()
+
+
+def test_focal_per_pixel_takes_masks_with_or_without_channel():
+    logits = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    mask = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    assert torch.equal(focal_loss_per_pixel(logits, mask), focal_loss_per_pixel(logits, mask[:, 0]))
+
+
+def test_tau_is_checked_when_set_and_read_by_the_next_call():
+    logits = torch.zeros(1, 1, 4, 4)
+    box = torch.ones(1, 1, 4, 4)
+    prob = torch.full((1, 1, 4, 4), 0.7)
+    loss_fn = WeakSupervisionLoss(bce, tau=0.9)
+    assert loss_fn(logits, box, box, prob) > 0  # 0.7 < 0.9: every box pixel supervised
+    loss_fn.tau = 0.6
+    assert loss_fn.tau == 0.6 and loss_fn(logits, box, box, prob) == 0  # 0.7 >= 0.6: all dropped
+    with pytest.raises(ValueError, match="tau"):
+        loss_fn.tau = 1.5
+    assert loss_fn.tau == 0.6 and "tau=0.6" in repr(loss_fn)
+
+
+def test_resize_mask_is_the_masks_majority_rule():
+    from anogen_aug import masks
+
+    assert resize_mask is masks.resize_mask
+    mask = (torch.rand(1, 1, 9, 11, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    assert torch.equal(resize_mask(mask, (4, 5)), masks.resize_mask(mask, (4, 5), rule="majority"))
+
+
+def test_losses_import_without_kornia():
+    code = (
+        "import sys\n"
+        "sys.modules['kornia'] = None\n"
+        "import torch\n"
+        "from anogen_aug.losses import focal_loss_per_pixel\n"
+        "loss = focal_loss_per_pixel(torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2))\n"
+        "assert loss.shape == (1, 1, 2, 2)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -101,6 +101,21 @@ def test_overflowing_anomaly_is_cut_at_the_box_edge():
         assert result.mask.any() and not (result.mask.bool() & ~result.box_mask.bool()).any()
 
 
+def test_a_thin_defect_shrunk_into_a_small_box_never_vanishes():
+    # A frame of 1 px lines (20 x 20) fitted into a 5 x 5 box: a plain bilinear threshold samples between the
+    # lines and loses them all; the mask resize keeps its peak pixels instead (masks rule "majority_nonempty").
+    image, mask = torch.ones(3, 32, 32), torch.zeros(1, 32, 32)
+    mask[:, 4, 4:24] = 1
+    mask[:, 4:24, 4] = 1
+    still = dict(scale_range=(1.0, 1.0), rotation_range=(0.0, 0.0), flip_p=0.0, brightness_range=(1.0, 1.0))
+    generator = CopyPasteGenerator([image], [mask], config=PasteConfig(blend="hard", **still))
+    box = torch.tensor([[10.0, 10.0, 15.0, 15.0]])
+    result = generator.generate(torch.zeros(3, 32, 32), box, generator=torch.Generator().manual_seed(0))
+    assert result.mask.any()
+    assert not (result.mask.bool() & ~result.box_mask.bool()).any()
+    assert torch.equal((result.image != 0).any(0, keepdim=True), result.mask.bool())
+
+
 def test_support_items_are_all_used_and_files_work(tmp_path):
     red, mask = _support()
     blue = red.roll(2, dims=0)  # pure blue
@@ -130,7 +145,7 @@ def test_support_inputs_are_checked_with_clear_messages():
     image, mask = _support()
     with pytest.raises(ValueError, match="at least one"):
         CopyPasteGenerator([], [])
-    with pytest.raises(ValueError, match="one mask per support image"):
+    with pytest.raises(ValueError, match="one mask per image"):
         CopyPasteGenerator([image, image], [mask])
     with pytest.raises(ValueError, match=r"support_masks\[1\].*32x32.*16x16"):
         CopyPasteGenerator([image, image], [mask, torch.ones(1, 16, 16)])

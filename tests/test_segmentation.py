@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -180,31 +176,3 @@ def test_unet_starts_at_its_prior_and_keeps_the_size():
         probability = torch.sigmoid(model(torch.rand(2, 3, 16, 24)))
     assert probability.shape == (2, 1, 16, 24)
     assert probability.mean().item() == pytest.approx(0.2, abs=0.1)
-
-
-def _benchmark_data_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data.py"
-    spec = importlib.util.spec_from_file_location("benchmark_data", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_support_anomalies_are_removed_from_evaluation(tmp_path):
-    data = _benchmark_data_module()
-    root = tmp_path / "widget"
-    save_png(_normal(0), root / "train" / "good" / "0.png")
-    for defect, count in (("good", 3), ("crack", 5), ("hole", 2)):
-        for i in range(count):
-            image = save_png(_normal(i), root / "test" / defect / f"{i}.png")
-            if defect != "good":
-                save_png(torch.ones(1, SIZE, SIZE), root / "ground_truth" / defect / f"{image.stem}_mask.png")
-    folder = data.read_mvtec(root)
-    assert folder.category == "widget" and folder.defect_types == ["crack", "hole"] and len(folder.test) == 10
-    support, evaluation = data.split_support(folder.test, k=3, seed=0)
-    assert {k: len(v) for k, v in support.items()} == {"crack": 3, "hole": 1}  # a type keeps >= 1 test image
-    taken = {s.image_path for v in support.values() for s in v}
-    assert not taken & {s.image_path for s in evaluation} and len(evaluation) == 6
-    assert data.split_support(folder.test, k=3, seed=0) == (support, evaluation)
-    assert data.split_support(folder.test, k=3, seed=1)[0] != support

@@ -1,35 +1,56 @@
-"""anomalib integration: `AnoGenDataModule`, `WeakDraem`, `DeSTSeg`, `train_detector`.
+"""anomalib integration: `AnoGenDataModule`, `WeakDraem`, `DeSTSeg`, `train_detector` with its `TrainConfig`.
 
 Install the extra first: ``pip install "anogen-aug[anomalib]"``. The core package `anogen_aug` never imports
-anomalib; only this subpackage does.
+anomalib; only this subpackage does. Its names are imported lazily, as the core's: importing anomalib takes
+seconds, and `TrainConfig` (which the ``anogen-aug train`` flags are made from) needs none of it, so it can be
+imported without the extra; every other name raises an `ImportError` naming the extra when it is missing.
+
+Layout, as anomalib's own models: ``draem/`` and ``destseg/`` each hold ``torch_model.py`` (pure torch),
+``loss.py`` and ``lightning_model.py`` (the anomalib module); ``batch.py`` the item and batch types that carry
+the weak-supervision fields, ``datamodule.py`` the wrapper that mixes a bank into the train set, ``config.py``
+and ``train.py`` the ``anogen-aug train`` run, ``evaluator.py`` and ``maps.py`` what it reports.
 """
 
 from __future__ import annotations
 
-try:
-    import anomalib  # noqa: F401
-    import lightning  # noqa: F401
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "anogen_aug.integrations.anomalib needs anomalib and lightning: pip install 'anogen-aug[anomalib]'"
-    ) from error
+import importlib
 
-from .batch import AnoGenImageBatch, AnoGenImageItem
-from .datamodule import AnoGenDataModule, AnoGenDataset
-from .destseg import DeSTSeg
-from .draem import WeakDraem, WeakDraemLoss
-from .evaluator import METRIC_NAMES, anogen_evaluator
-from .train import train_detector
+#: The packages of the ``anomalib`` extra.
+_EXTRA = ("anomalib", "lightning", "kornia")
 
-__all__ = [
-    "METRIC_NAMES",
-    "AnoGenDataModule",
-    "AnoGenDataset",
-    "AnoGenImageBatch",
-    "AnoGenImageItem",
-    "DeSTSeg",
-    "WeakDraem",
-    "WeakDraemLoss",
-    "anogen_evaluator",
-    "train_detector",
-]
+_EXPORTS = {
+    "AnoGenImageBatch": "batch",
+    "AnoGenImageItem": "batch",
+    "TrainConfig": "config",
+    "AnoGenDataModule": "datamodule",
+    "AnoGenDataset": "datamodule",
+    "DeSTSeg": "destseg",
+    "DeSTSegLoss": "destseg",
+    "WeakDraem": "draem",
+    "WeakDraemLoss": "draem",
+    "METRIC_NAMES": "evaluator",
+    "anogen_evaluator": "evaluator",
+    "train_detector": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        try:
+            module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        except ImportError as error:
+            if (error.name or "").split(".")[0] not in _EXTRA:
+                raise
+            raise ImportError(
+                f"{__name__}.{name} needs anomalib and lightning: pip install 'anogen-aug[anomalib]'"
+            ) from error
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

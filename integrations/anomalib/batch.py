@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from anomalib.data import ImageBatch, ImageItem
 
-from anogen_aug.losses import resize_mask
+from anogen_aug.masks import resize_mask
 
 EXTRA_FIELDS = ("box_mask", "source_image", "is_generated")
 
@@ -78,10 +78,10 @@ def training_fields(batch) -> dict[str, torch.Tensor] | None:
     source = _plain(batch.source_image, rows, 3).to(device, torch.float32)
     if tuple(source.shape[-2:]) != size:  # the pre-processor resized only `image`
         source = F.interpolate(source, size=size, mode="bilinear", align_corners=False, antialias=True)
-    box_mask = resize_mask(_plain(batch.box_mask, rows, 1).float(), size).to(device)
+    box_mask = resize_mask(_plain(batch.box_mask, rows, 1).float(), size, rule="majority").to(device)
     gt_mask = torch.zeros_like(box_mask)
     if batch.gt_mask is not None:
-        gt_mask = resize_mask(_plain(batch.gt_mask, rows, 1).float(), size).to(device)
+        gt_mask = resize_mask(_plain(batch.gt_mask, rows, 1).float(), size, rule="majority").to(device)
     is_generated = batch.is_generated.as_subclass(torch.Tensor).reshape(rows).to(device).bool()
     return {"source_image": source, "gt_mask": gt_mask, "box_mask": box_mask, "is_generated": is_generated}
 

@@ -22,31 +22,12 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 from torchvision.tv_tensors import Image, Mask
 
+from anogen_aug.bank import AnomalyBank
+from anogen_aug.checks import check_probability
+
 from .batch import AnoGenImageBatch, AnoGenImageItem
 
 logger = logging.getLogger(__name__)
-
-
-def _check_p(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
-def _open_bank(bank, category: str | None, defect_type: str | None):
-    """An `AnomalyBank` from a path, or the given bank (filters apply to paths only)."""
-    if isinstance(bank, (str, os.PathLike)):
-        from anogen_aug.bank import AnomalyBank
-
-        return AnomalyBank(bank, category=category, defect_type=defect_type)
-    if category is not None or defect_type is not None:
-        raise ValueError(
-            "`category` / `defect_type` filter a bank given as a path; with an AnomalyBank instance pass "
-            f"them to AnomalyBank(...) instead (got category={category!r}, defect_type={defect_type!r})"
-        )
-    if not (hasattr(bank, "__getitem__") and hasattr(bank, "__len__") and hasattr(bank, "load_source")):
-        raise TypeError(f"`bank` must be a path or an AnomalyBank, got {type(bank).__name__}")
-    return bank
 
 
 class AnoGenDataset(Dataset):
@@ -77,7 +58,7 @@ class AnoGenDataset(Dataset):
 
     def __init__(self, dataset, bank, *, p: float = 0.5, seed: int | None = None, augmentations=None) -> None:
         super().__init__()
-        self.p = _check_p(p)
+        self.p = check_probability(p, "p")
         if self.p > 0 and len(bank) == 0:
             raise ValueError("`bank` has no samples, but `p` > 0 asks for generated items")
         self.dataset = dataset
@@ -187,17 +168,16 @@ class AnoGenDataModule(AnomalibDataModule):
 
     Args:
         datamodule: The inner anomalib datamodule.
-        bank: An `AnomalyBank` or the path of a bank folder.
+        bank: An `AnomalyBank` or the path of a bank folder (opened by `AnomalyBank.open`).
         p: Probability that a train item is a bank sample (0.5 for the DRAEM recipe, 1.0 for DeSTSeg).
-        category: Filter a bank given as a path by category.
-        defect_type: Filter a bank given as a path by defect type.
+        category, defect_type: Use only these records of the bank (`AnomalyBank.open`'s filters).
         seed: Seed of the bank draws (None: torch's global RNG, as seeded by Lightning and the workers).
     """
 
     def __init__(
         self,
         datamodule: AnomalibDataModule,
-        bank,
+        bank: AnomalyBank | str | os.PathLike,
         *,
         p: float = 0.5,
         category: str | None = None,
@@ -218,8 +198,8 @@ class AnoGenDataModule(AnomalibDataModule):
             seed=datamodule.seed,
         )
         self.datamodule = datamodule
-        self.bank = _open_bank(bank, category, defect_type)
-        self.p = _check_p(p)
+        self.bank = AnomalyBank.open(bank, category=category, defect_type=defect_type)
+        self.p = check_probability(p, "p")
         self.bank_seed = seed
         if self.p > 0 and len(self.bank) == 0:
             raise ValueError(

@@ -1,6 +1,6 @@
 """`DeSTSeg` as an anomalib model, trained on Perlin and bank anomalies with weak box supervision.
 
-anomalib 2.7 has no DeSTSeg; this port follows the paper (networks in `destseg_model`) and AnoGen's recipe:
+anomalib 2.7 has no DeSTSeg; this port follows the paper (networks in `torch_model`) and AnoGen's recipe:
 
 1. Every training row is an anomaly (DeSTSeg never trains on clean images): with probability ``perlin_p``, or
    when the row is not generated, a Perlin / DTD anomaly made from the clean source (always anomalous);
@@ -26,44 +26,23 @@ from anomalib.data import Batch
 from anomalib.data.transforms.utils import extract_transforms_by_type
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models.components import AnomalibModule
-from torch import nn
 from torchvision.transforms.v2 import Normalize
 
-from anogen_aug.losses import WeakSupervisionLoss, binary_focal_loss_per_pixel, resize_mask
+from anogen_aug.checks import check_int, check_probability
+from anogen_aug.losses import TauOf, check_tau
+from anogen_aug.masks import resize_mask
 
-from .batch import anomaly_targets
-from .destseg_model import DeSTSegModel, load_teacher_state
-from .evaluator import anogen_evaluator
-
-
-class DeSTSegLoss(nn.Module):
-    """Segmentation loss: weakly supervised sigmoid focal (gamma 4) + unmasked L1 on probabilities."""
-
-    def __init__(self, *, tau: float = 0.9, gamma: float = 4.0) -> None:
-        super().__init__()
-
-        def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return binary_focal_loss_per_pixel(logits, target, gamma=gamma)
-
-        self.focal = WeakSupervisionLoss(focal, tau=tau, reduction="mean")
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, weak_mask: torch.Tensor) -> torch.Tensor:
-        """Args: ``logits``, ``target``, ``weak_mask``: ``(B, 1, h, w)`` at the segmentation resolution."""
-        prob = torch.sigmoid(logits)
-        return self.focal(logits, target, weak_mask, 1 - prob) + torch.abs(prob - target).mean()
-
-
-def _check_probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"`{name}` must be a probability in [0, 1], got {value!r}")
-    return float(value)
+from ..batch import anomaly_targets
+from ..evaluator import anogen_evaluator
+from .loss import DeSTSegLoss
+from .torch_model import DeSTSegModel, load_teacher_state
 
 
 class DeSTSeg(AnomalibModule):
     """DeSTSeg (CVPR 2023) with AnoGen weak supervision.
 
     Args:
-        tau: Weak-supervision threshold in (0, 1] on P(normal).
+        tau: Weak-supervision threshold in (0, 1] on P(normal); `tau` reads and sets the loss's.
         perlin_p: Probability that a generated row is replaced by a Perlin anomaly.
         de_st_steps: Steps that train the denoising student before the segmentation network (of 5000).
         dtd_dir: Existing folder of texture images for the Perlin anomalies; None: Perlin noise textures.
@@ -99,10 +78,10 @@ class DeSTSeg(AnomalibModule):
     ) -> None:
         if dtd_dir is not None and not os.path.isdir(dtd_dir):
             raise FileNotFoundError(f"`dtd_dir` must be an existing folder of texture images, got {dtd_dir}")
-        if isinstance(de_st_steps, bool) or not isinstance(de_st_steps, int) or de_st_steps < 0:
-            raise ValueError(f"`de_st_steps` must be an integer >= 0, got {de_st_steps!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"`top_k` must be an integer >= 1, got {top_k!r}")
+        check_tau(tau)
+        check_int(de_st_steps, "de_st_steps", low=0)
+        check_int(top_k, "top_k")
+        perlin_p = check_probability(perlin_p, "perlin_p")
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -110,7 +89,7 @@ class DeSTSeg(AnomalibModule):
             visualizer=visualizer,
         )
         self.automatic_optimization = False
-        self.tau, self.perlin_p = float(tau), _check_probability("perlin_p", perlin_p)
+        self.perlin_p = perlin_p
         self.de_st_steps = de_st_steps
         self.learning_rates = {"student": lr_student, "res": lr_res, "seg_head": lr_seg_head}
         self.model = DeSTSegModel(load_teacher_state(pretrained, teacher_weights), top_k=top_k)
@@ -119,6 +98,8 @@ class DeSTSeg(AnomalibModule):
             anomaly_source_path=dtd_dir, probability=1.0, blend_factor=beta
         )
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))  # survives checkpoints
+
+    tau = TauOf("loss")  # the threshold lives in the loss; this reads and sets it
 
     @staticmethod
     def configure_evaluator():
@@ -190,7 +171,9 @@ class DeSTSeg(AnomalibModule):
             self.model.student.eval()
             logits = self.model.segment(corrupted)  # (B, 1, H/4, W/4)
             size = logits.shape[-2:]
-            loss = self.loss(logits, resize_mask(mask, size), resize_mask(weak_mask, size))
+            target = resize_mask(mask, size, rule="majority")  # (B, 1, H/4, W/4), DeSTSeg's rule
+            weak = resize_mask(weak_mask, size, rule="majority")
+            loss = self.loss(logits, target, weak)
             optimizer, name = segmentation_optimizer, "train_segmentation_loss"
         optimizer.zero_grad()
         self.manual_backward(loss)

@@ -12,9 +12,9 @@ anomalies a datamodule provides. `WeakDraem` replaces that step with the AnoGen 
 The reconstruction target is always the clean source (``batch.source_image``). The focal term is computed per
 pixel and, on generated rows, weighted by the tau mask inside the box (the target is the box for diffusion
 samples and the exact mask for crop-and-paste samples; tau acts inside the box either way); it is averaged
-over all pixels (the authors' code). With ``AnoGenDataModule(p=0.5)`` and ``perlin_p=0.5`` this is the paper's mix: 1/2 Perlin (half
-of them clean), 1/4 generated, 1/4 clean normal. A batch without AnoGen fields (a plain anomalib datamodule)
-gets Perlin on every row, as anomalib's DRAEM does.
+over all pixels (the authors' code). With ``AnoGenDataModule(p=0.5)`` and ``perlin_p=0.5`` this is the paper's
+mix: 1/2 Perlin (half of them clean), 1/4 generated, 1/4 clean normal. A batch without AnoGen fields (a plain
+anomalib datamodule) gets Perlin on every row, as anomalib's DRAEM does.
 """
 
 from __future__ import annotations
@@ -22,77 +22,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from anomalib.data import Batch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.models import Draem
 from anomalib.models.components import AnomalibModule
-from anomalib.models.image.draem.torch_model import (
-    DiscriminativeSubNetwork,
-    DraemModel,
-    ReconstructiveSubNetwork,
-)
-from kornia.losses import SSIMLoss
 from torch import nn
 
-from anogen_aug.losses import WeakSupervisionLoss, focal_loss_per_pixel
+from anogen_aug.checks import check_bool, check_int, check_probability
+from anogen_aug.losses import TauOf, check_tau
 
-from .batch import anomaly_targets
-from .evaluator import anogen_evaluator
-
-
-class WeakDraemLoss(nn.Module):
-    """DRAEM's loss with a weakly supervised focal term: ``MSE + 2 * SSIM + focal'``.
-
-    The focal term weights both classes by 1 (DRAEM's original loss; see `focal_loss_per_pixel` for why
-    anomalib 2.7's ``DraemLoss`` with kornia 0.9 differs) and drops, inside ``weak_mask``, pixels with
-    P(normal) >= tau.
-
-    Args:
-        tau: Threshold in (0, 1] on P(normal).
-    """
-
-    def __init__(self, *, tau: float = 0.9) -> None:
-        super().__init__()
-        self.ssim_loss = SSIMLoss(window_size=11)
-        self.focal = WeakSupervisionLoss(focal_loss_per_pixel, tau=tau, reduction="mean")
-
-    def forward(
-        self,
-        target_image: torch.Tensor,
-        reconstruction: torch.Tensor,
-        anomaly_mask: torch.Tensor,
-        prediction: torch.Tensor,
-        weak_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """Loss of one batch.
-
-        Args:
-            target_image: ``(B, 3, H, W)`` clean images, the reconstruction target.
-            reconstruction: ``(B, 3, H, W)`` reconstructions.
-            anomaly_mask: ``(B, 1, H, W)`` {0, 1} segmentation target.
-            prediction: ``(B, 2, H, W)`` logits (class 1 = anomalous).
-            weak_mask: ``(B, 1, H, W)`` {0, 1}: where supervision is weak (boxes of generated rows).
-        """
-        prob_normal = torch.softmax(prediction, dim=1)[:, :1]  # (B, 1, H, W); detached by the loss
-        l2 = F.mse_loss(reconstruction, target_image)
-        ssim = 2 * self.ssim_loss(reconstruction, target_image)
-        return l2 + ssim + self.focal(prediction, anomaly_mask, weak_mask, prob_normal)
-
-
-class SizedDraemModel(DraemModel):
-    """anomalib's `DraemModel` with configurable sub-network widths (anomalib's: 128 and 64)."""
-
-    def __init__(
-        self, *, sspcab: bool = False, reconstruction_width: int = 128, discrimination_width: int = 64
-    ) -> None:
-        nn.Module.__init__(self)  # DraemModel.__init__ would build the full-width networks first
-        self.reconstructive_subnetwork = ReconstructiveSubNetwork(
-            base_width=reconstruction_width, sspcab=sspcab
-        )
-        self.discriminative_subnetwork = DiscriminativeSubNetwork(
-            in_channels=6, out_channels=2, base_width=discrimination_width
-        )
+from ..batch import anomaly_targets
+from ..evaluator import anogen_evaluator
+from .loss import WeakDraemLoss
+from .torch_model import SizedDraemModel
 
 
 class WeakDraem(Draem):
@@ -106,7 +48,7 @@ class WeakDraem(Draem):
         dtd_dir: An EXISTING folder of texture images (e.g. DTD) for the Perlin anomalies. None uses pure
             Perlin noise textures. Never downloads (anomalib's ``Draem`` downloads DTD when the folder is
             missing, also for ``dtd_dir=None``).
-        tau: Weak-supervision threshold in (0, 1] on P(normal).
+        tau: Weak-supervision threshold in (0, 1] on P(normal); `tau` reads and sets the loss's.
         perlin_p: Probability that a row becomes a Perlin anomaly.
         weak_on_perlin: Also apply the tau mask inside the (exact) Perlin masks, as the authors' code does;
             default False: exact masks are fully supervised.
@@ -135,14 +77,10 @@ class WeakDraem(Draem):
     ) -> None:
         if dtd_dir is not None and not Path(dtd_dir).is_dir():
             raise FileNotFoundError(f"`dtd_dir` must be an existing folder of texture images, got {dtd_dir}")
-        if isinstance(perlin_p, bool) or not isinstance(perlin_p, (int, float)) or not 0 <= perlin_p <= 1:
-            raise ValueError(f"`perlin_p` must be a probability in [0, 1], got {perlin_p!r}")
-        for name, width in (
-            ("reconstruction_width", reconstruction_width),
-            ("discrimination_width", discrimination_width),
-        ):
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {width!r}")
+        check_tau(tau)
+        perlin_p = check_probability(perlin_p, "perlin_p")
+        check_int(reconstruction_width, "reconstruction_width")
+        check_int(discrimination_width, "discrimination_width")
         # Draem.__init__ is skipped on purpose: it downloads DTD when `dtd_dir` is missing (also for None) and
         # builds the full-width networks; the attributes it sets are set here the same way.
         AnomalibModule.__init__(
@@ -165,9 +103,10 @@ class WeakDraem(Draem):
             self.setup_sspcab()
             self.sspcab_loss = nn.MSELoss()
             self.sspcab_lambda = sspcab_lambda
-        self.tau = float(tau)
-        self.perlin_p = float(perlin_p)
-        self.weak_on_perlin = bool(weak_on_perlin)
+        self.perlin_p = perlin_p
+        self.weak_on_perlin = check_bool(weak_on_perlin, "weak_on_perlin")
+
+    tau = TauOf("loss")  # the threshold lives in the loss; this reads and sets it
 
     @staticmethod
     def configure_evaluator():

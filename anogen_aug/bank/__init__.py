@@ -1,0 +1,23 @@
+"""The anomaly bank on disk: a resumable, crash-safe writer and a torch `Dataset` reader.
+
+One module per concept: `manifest` (the layout, record fields, append-only ``manifest.jsonl``, ``bank.json``),
+`writer` (`write_bank`), `reader` (`AnomalyBank`, `BankSample`, `AnomalyBank.open`), `merge` (`merge_banks`)
+and `export` (Hugging Face ``datasets`` and the Hub). See `manifest` for the folder layout and record fields.
+"""
+
+from .manifest import BANK_INFO, FORMAT_VERSION, MANIFEST, read_manifest, resize_source
+from .merge import merge_banks
+from .reader import AnomalyBank, BankSample
+from .writer import write_bank
+
+__all__ = [
+    "BANK_INFO",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "AnomalyBank",
+    "BankSample",
+    "merge_banks",
+    "read_manifest",
+    "resize_source",
+    "write_bank",
+]

@@ -1,0 +1,176 @@
+"""Reading a bank: `AnomalyBank`, a torch `Dataset` of `BankSample`, and the one rule for "a bank or its path"."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..images import content_hash, load_image, load_mask
+from . import export
+from .manifest import MANIFEST, read_bank_info, read_manifest, resize_source
+
+
+@dataclass(frozen=True)
+class BankSample:
+    """One bank sample.
+
+    Attributes:
+        image: ``(3, H, W)`` float in [0, 1], the image with the anomaly.
+        box_mask: ``(1, H, W)`` {0, 1}. mask: ``(1, H, W)`` {0, 1}, the pixel mask (exact when ``mask_exact``).
+        mask_exact: True for crop-and-paste (exact), False for diffusion (estimated).
+        boxes: ``(N, 4)`` XYXY pixels.
+        source_path: The clean source image's path (None if not recorded). source_hash: its file hash.
+        record: The manifest record.
+    """
+
+    image: torch.Tensor
+    box_mask: torch.Tensor
+    mask: torch.Tensor
+    mask_exact: bool
+    boxes: torch.Tensor
+    source_path: str | None
+    source_hash: str
+    record: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+
+class AnomalyBank(Dataset):
+    """Read a bank folder as a torch `Dataset` of `BankSample`.
+
+    Args:
+        path: The bank folder (holding ``manifest.jsonl``).
+        category, defect_type: Keep only records with these values.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, category: str | None = None, defect_type: str | None = None
+    ) -> None:
+        self.root = Path(path)
+        if not (self.root / MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"`path`: {self.root} is not an anomaly bank (no {MANIFEST}); write one with `write_bank` or "
+                "`anogen-aug generate --out FOLDER`"
+            )
+        self.category, self.defect_type = category, defect_type
+        every = read_manifest(self.root / MANIFEST)
+        self.records = [
+            r
+            for r in every
+            if (category is None or r.get("category") == category)
+            and (defect_type is None or r.get("defect_type") == defect_type)
+        ]
+        if every and not self.records:
+            present = sorted({f"{r.get('category')}/{r.get('defect_type')}" for r in every})
+            raise ValueError(
+                f"bank {self.root} holds no record with category={category!r}, defect_type={defect_type!r}; "
+                f"it holds {', '.join(present)}"
+            )
+        self.info = read_bank_info(self.root)
+        self._by_source: dict[str, list[int]] = {}
+        for index, record in enumerate(self.records):
+            source = record.get("source") or {}
+            for key in {source.get("hash"), source.get("pixel_hash")} - {None}:
+                self._by_source.setdefault(key, []).append(index)
+        self._verified: set[str] = set()
+
+    @classmethod
+    def open(
+        cls,
+        bank: AnomalyBank | str | os.PathLike,
+        *,
+        category: str | None = None,
+        defect_type: str | None = None,
+    ) -> AnomalyBank:
+        """An `AnomalyBank` from a bank or the path of one: the library's one rule wherever it takes either.
+
+        - a path: the bank folder, read with the filters;
+        - an `AnomalyBank` and no filter: that very bank;
+        - an `AnomalyBank` and a filter: its folder read again, each filter given replacing the bank's own for
+          that field and the bank's other filter kept.
+
+        Raises:
+            TypeError: ``bank`` is neither. ValueError: no record passes the filters (naming what the bank holds).
+        """
+        if isinstance(bank, (str, os.PathLike)):
+            return cls(bank, category=category, defect_type=defect_type)
+        if not isinstance(bank, AnomalyBank):
+            raise TypeError(f"`bank` must be an AnomalyBank or a bank folder path, got {type(bank).__name__}")
+        if category is None and defect_type is None:
+            return bank
+        return cls(
+            bank.root,
+            category=bank.category if category is None else category,
+            defect_type=bank.defect_type if defect_type is None else defect_type,
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"AnomalyBank({str(self.root)!r}, n={len(self)})"
+
+    def _record(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"bank index {index} out of range for a bank of {len(self)} samples")
+        return self.records[index]
+
+    def __getitem__(self, index: int) -> BankSample:
+        record = self._record(index)
+        source = record.get("source") or {}
+        return BankSample(
+            image=load_image(self.root / record["image"]),
+            box_mask=load_mask(self.root / record["box_mask"]),
+            mask=load_mask(self.root / record["mask"]),
+            mask_exact=bool(record.get("mask_exact", False)),
+            boxes=torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
+            source_path=source.get("path"),
+            source_hash=source.get("hash", ""),
+            record=record,
+        )
+
+    def indices_for_source(self, hash: str) -> list[int]:  # noqa: A002 (the documented name)
+        """Indices of the samples generated from a source, by its file hash or its pixel hash."""
+        return list(self._by_source.get(hash, []))
+
+    def load_source(self, index: int) -> torch.Tensor:
+        """The clean source image of sample ``index``, ``(3, H, W)``, resized to the sample's size."""
+        record = self._record(index)
+        source = record.get("source") or {}
+        path = source.get("path")
+        if not path or not Path(path).is_file():
+            raise FileNotFoundError(f"sample {record['id']}: its source image {path!r} is not there (moved?)")
+        if path not in self._verified:
+            if source.get("hash") and content_hash(path) != source["hash"]:
+                raise ValueError(
+                    f"sample {record['id']}: source {path} changed since the bank was written (hash)"
+                )
+            self._verified.add(path)
+        return resize_source(load_image(path), (record["height"], record["width"]))
+
+    def to_hf_dataset(self):
+        """A Hugging Face ``datasets.Dataset`` with Image features (needs the extra ``anogen-aug[datasets]``)."""
+        return export.to_hf_dataset(self)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        split: str = "train",
+        commit_message: str | None = None,
+    ):
+        """Push the bank as a dataset repo (parquet with embedded PNGs) via ``datasets``; returns the commit info."""
+        message = commit_message or f"Upload anomaly bank ({len(self)} samples) with anogen-aug"
+        return self.to_hf_dataset().push_to_hub(
+            repo_id, split=split, private=private, token=token, revision=revision, commit_message=message
+        )
