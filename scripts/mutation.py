@@ -91,10 +91,10 @@ MUTANTS = [
     # the transform's alpha blend
     Mutant("transform blend: alpha ignored", "anogen_aug/transforms.py",
            "blended = image.float() * (1 - alpha) + content * top * alpha",
-           "blended = content * top + 0 * image.float()", ("tests/test_transforms.py",)),
+           "blended = content * top + 0 * image.float()", ("tests/test_transforms.py", "tests/test_transform_blend.py")),
     Mutant("transform blend: alpha inverted", "anogen_aug/transforms.py",
            "blended = image.float() * (1 - alpha) + content * top * alpha",
-           "blended = image.float() * alpha + content * top * (1 - alpha)", ("tests/test_transforms.py",)),
+           "blended = image.float() * alpha + content * top * (1 - alpha)", ("tests/test_transforms.py", "tests/test_transform_blend.py")),
 ]  # fmt: skip
 
 
