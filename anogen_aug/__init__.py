@@ -33,6 +33,8 @@ _EXPORTS = {
     "WeakSupervisionLoss": "losses",
     "weak_supervision_mask": "losses",
     "contact_sheet": "contact_sheet",
+    "learn_all": "whole_dataset",
+    "generate_all": "whole_dataset",
     "bank_contact_sheet": "contact_sheet",
 }
 

@@ -15,7 +15,6 @@ leaves the backbone exactly as loaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -24,8 +23,10 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors import SafetensorError
 
 from .families import DEFAULT_BACKBONE, LAYOUTS, PLACEHOLDER, detect_family
+from .hub import hub_errors, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:
             raise ValueError(
                 f"unknown backbone layout: {local} has no model_index.json (a diffusers pipeline folder)"
             )
-        return json.loads(index.read_text()), True
+        return read_json(index, owner=f"backbone {local}"), True
     if local.exists():
         raise ValueError(f"unknown backbone layout: {local} is a file, not a diffusers pipeline folder")
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
@@ -209,7 +210,42 @@ def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:
         )
     from huggingface_hub import hf_hub_download
 
-    return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision)).read_text()), False
+    with hub_errors(path, name="pretrained_model_name_or_path", revision=revision):
+        index = hf_hub_download(path, "model_index.json", revision=revision)
+    return read_json(index, owner=f"backbone {path}"), False
+
+
+@contextlib.contextmanager
+def _component_errors(path: str, family: str, local: bool) -> Iterator[None]:
+    """A pipeline folder or repo whose components diffusers cannot load: one error naming it."""
+    components = ", ".join(f"{c}/" for c in ("tokenizer", "unet", "scheduler", *LAYOUTS[family].values()))
+    try:
+        yield
+    except (OSError, ValueError, TypeError, SafetensorError) as error:
+        problem = (
+            f"`pretrained_model_name_or_path` {path}: cannot load its {family} pipeline components ({error})"
+        )
+        if local:
+            raise ValueError(
+                f"{problem}; a diffusers pipeline folder needs {components} each with its config and weights"
+            ) from error
+        raise FileNotFoundError(
+            f"{problem}; offline (HF_HUB_OFFLINE=1 or no network) only what is cached loads: download the "
+            f"backbone once with network access (`hf download {path}`) or pass a local folder"
+        ) from error
+
+
+def _own_memory(module: torch.nn.Module) -> None:
+    """Copy weights still mapped from their safetensors file into memory of their own.
+
+    Mapped tensors are only 8-byte aligned, and CPU kernels round differently on differently aligned inputs
+    (about 1e-7 per UNet call): a process that loads a backbone and one that also moves it (``device="cpu:0"``,
+    as a rank does) would otherwise disagree in the last bits.
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
 
 
 def load_backbone(
@@ -226,30 +262,25 @@ def load_backbone(
         revision: Hub revision (branch, tag or commit).
         dtype: Component dtype (default float32, the safe choice on CPU).
         device: Where to place the components (default CPU).
+
+    Raises:
+        FileNotFoundError: No such folder or Hub repo, or offline with nothing cached (the message says how).
+        ValueError: Not a diffusers pipeline of a known family, a corrupt ``model_index.json``, or components
+            that do not load; each names the folder or id.
     """
     path = str(pretrained_model_name_or_path)
-    model_index, _ = _read_model_index(path, revision)
-    family = detect_family(model_index)
+    model_index, local = _read_model_index(path, revision)
+    try:
+        family = detect_family(model_index)
+    except ValueError as error:
+        raise ValueError(f"`pretrained_model_name_or_path` {path}: {error}") from None
     dtype = dtype or torch.float32
-    if family == "ldm":
-        from diffusers import LDMTextToImagePipeline
-
-        pipe = LDMTextToImagePipeline.from_pretrained(path, revision=revision, dtype=dtype)
-        text_encoder, vae = pipe.bert, pipe.vqvae
-    else:
-        from diffusers import StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path,
-            revision=revision,
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        text_encoder, vae = pipe.text_encoder, pipe.vae
-    if device is not None:
-        for module in (text_encoder, pipe.unet, vae):
+    with _component_errors(path, family, local):
+        pipe = _load_pipeline(path, family, revision=revision, dtype=dtype)
+    text_encoder, vae = (pipe.bert, pipe.vqvae) if family == "ldm" else (pipe.text_encoder, pipe.vae)
+    for module in (text_encoder, pipe.unet, vae):
+        _own_memory(module)
+        if device is not None:
             module.to(device)
     logger.info("loaded %s backbone from %s", family, path)
     return Backbone(
@@ -261,4 +292,21 @@ def load_backbone(
         scheduler_config=dict(pipe.scheduler.config),
         name_or_path=path,
         revision=revision,
+    )
+
+
+def _load_pipeline(path: str, family: str, *, revision: str | None, dtype: torch.dtype):
+    if family == "ldm":
+        from diffusers import LDMTextToImagePipeline
+
+        return LDMTextToImagePipeline.from_pretrained(path, revision=revision, dtype=dtype)
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(
+        path,
+        revision=revision,
+        dtype=dtype,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )

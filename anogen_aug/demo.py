@@ -8,10 +8,12 @@ crop-and-paste rows show what realistic inputs look like; the real backbone (``C
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,58 @@ REAL_BACKBONE_HINT = (
     "To run the real backbone (needs the Hub and ideally a GPU):\n"
     "  anogen-aug learn --backbone CompVis/ldm-text2im-large-256 --images d1.png d2.png d3.png "
     "--masks m1.png m2.png m3.png --out my-defect --device cuda\n"
-    "  anogen-aug generate --embedding my-defect --images normal/ --out bank/ --device cuda"
+    "  anogen-aug generate --embedding my-defect --images normal/ --out bank/ --device cuda\n"
+    "Stage 1 at its default 6100 steps costs about one GPU-hour per defect type (the authors' figure); "
+    "add --max-train-steps 50 for a first try."
 )
+#: Third-party loggers whose info lines (Lightning's "GPU available" and tips) and deprecation notices the demo
+#: hides; their errors still show.
+_QUIET_LOGGERS = {
+    "lightning": logging.WARNING,
+    "lightning.pytorch": logging.WARNING,
+    "lightning.fabric": logging.WARNING,
+    "lightning_fabric": logging.WARNING,
+    "pytorch_lightning": logging.WARNING,
+    "transformers": logging.ERROR,
+    "diffusers": logging.ERROR,
+}
+
+
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Within the block, the known noise of the demo's dependencies is hidden, so the demo's own lines stand out.
+
+    Hidden: ``DeprecationWarning`` / ``FutureWarning``, Lightning's info lines and tips, Lightning's note that
+    it inferred a tiny batch's size, and the download and loading progress bars of diffusers, transformers and
+    huggingface_hub. Other warnings and every error still show. Everything is restored on exit.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    loggers = {name: logging.getLogger(name) for name in _QUIET_LOGGERS}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    diffusers_bars = diffusers_logging.is_progress_bar_enabled()
+    transformers_bars = transformers_logging.is_progress_bar_enabled()
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*infer the `batch_size`")
+        for name, logger in loggers.items():
+            logger.setLevel(max(_QUIET_LOGGERS[name], logger.getEffectiveLevel()))
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # huggingface_hub's too
+        try:
+            yield
+        finally:
+            for name, logger in loggers.items():
+                logger.setLevel(levels[name])
+            if diffusers_bars:
+                diffusers_logging.enable_progress_bar()
+            if transformers_bars:
+                transformers_logging.enable_progress_bar()
+            (hub_utils.enable_progress_bars if hub_bars else hub_utils.disable_progress_bars)()
 
 
 # --- sample data -----------------------------------------------------------------------------------------
@@ -98,9 +150,28 @@ def run_demo(
     seed: int = 0,
     detector: bool = True,
     say: Callable[[str], None] = logger.info,
+    quiet: bool = True,
 ) -> dict:
-    """Run learn -> generate -> bank -> contact sheet (-> detector) offline; return a summary dict."""
-    started, out, total = time.perf_counter(), Path(out), 6 if detector else 5
+    """Run learn -> generate -> bank -> contact sheet (-> detector) offline; return a summary dict.
+
+    Args:
+        out: The output folder.
+        data: An MVTec-layout category folder (default: sample images drawn by `make_demo_data`).
+        steps: Stage-1 steps on the tiny backbone.
+        seed: Seed of every random draw.
+        detector: Also train a narrow weakly supervised DRAEM for one epoch (needs ``anogen-aug[anomalib]``).
+        say: Where the demo's numbered lines go (the CLI passes ``print``).
+        quiet: Hide the dependencies' known noise while it runs (`quiet_third_party`); errors still show.
+    """
+    with quiet_third_party() if quiet else contextlib.nullcontext():
+        return _demo(Path(out), data=data, steps=steps, seed=seed, detector=detector, say=say, quiet=quiet)
+
+
+def _demo(
+    out: Path, *, data, steps: int, seed: int, detector: bool, say: Callable[[str], None], quiet: bool
+) -> dict:
+    """The demo's story, in numbered steps; each says one line."""
+    started, total = time.perf_counter(), 6 if detector else 5
     say("anogen-aug demo: a TINY RANDOM backbone shows the pipeline end to end, NOT realistic defects.")
 
     # 1. Data: the built-in sample category, or an MVTec-layout category folder.
@@ -130,7 +201,7 @@ def run_demo(
 
     # 6. Optional: a weakly supervised DRAEM trained briefly on the sample data with the paste bank.
     if detector:
-        summary["metrics"] = _detector(category, out, seed, say, step=f"6/{total}")
+        summary["metrics"] = _detector(category, out, seed, say, step=f"6/{total}", quiet=quiet)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     say(f"done in {summary['seconds']} s. " + REAL_BACKBONE_HINT)
     return summary
@@ -160,6 +231,7 @@ def _learn(backbone, images, masks, category: str, defect: str, out: Path, steps
         category=category,
         defect_type=defect,
         output_dir=out / "embedding" / "checkpoints",
+        progress=False,
     )
     embedding.save_pretrained(out / "embedding")
     return embedding
@@ -172,7 +244,8 @@ def _banks(backbone, embedding, images, masks, category: Path, defect: str, out:
     from .paste import CopyPasteGenerator
 
     sampler = BoxSampler(width_range=(0.2, 0.35), height_range=(0.2, 0.35), region="auto")
-    common = dict(category=category.name, defect_type=defect, box_sampler=sampler, seed=seed, size=DEMO_SIZE)
+    common = dict(category=category.name, defect_type=defect, box_sampler=sampler, seed=seed, size=DEMO_SIZE,
+                  progress=False)  # fmt: skip
     normals = list_images(category / "train" / "good", name="data")
     anogen = AnomalyGenerator(backbone, embedding, config=GenerationConfig(num_inference_steps=10))
     diffusion_bank = write_bank(anogen, normals[:4], out / "bank-anogen", boxes_per_image=1, samples_per_box=1,
@@ -192,7 +265,9 @@ def _sheet(banks: dict, path: Path) -> Path:
     return path
 
 
-def _detector(category: Path, out: Path, seed: int, say: Callable[[str], None], *, step: str) -> dict | None:
+def _detector(
+    category: Path, out: Path, seed: int, say: Callable[[str], None], *, step: str, quiet: bool
+) -> dict | None:
     try:
         from anogen_aug.integrations.anomalib import TrainConfig, train_detector
     except ImportError:
@@ -202,9 +277,15 @@ def _detector(category: Path, out: Path, seed: int, say: Callable[[str], None], 
         model="draem", tau=0.9, epochs=1, image_size=DEMO_SIZE, batch_size=4, seed=seed, accelerator="cpu",
         model_options={"reconstruction_width": 32, "discrimination_width": 32},  # a narrow DRAEM: CPU minutes
     )  # fmt: skip
-    result = train_detector(
-        category.parent, category.name, out / "bank-paste", config=config, out_dir=out / "detector"
-    )
+    # Lightning prints its model summary table to stdout: into a log file, not between the demo's lines.
+    log = out / "detector" / "lightning.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Lightning sets its loggers' levels when first imported (just now): quiet them again.
+    again = quiet_third_party() if quiet else contextlib.nullcontext()
+    with again, open(log, "w") as stream, contextlib.redirect_stdout(stream):
+        result = train_detector(
+            category.parent, category.name, out / "bank-paste", config=config, out_dir=out / "detector"
+        )
     metrics = result["metrics"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if v is not None)
     say(

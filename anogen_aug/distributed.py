@@ -6,16 +6,20 @@ generates every ``world``-th source image into its own shard folder ``OUT/shards
 are done, the main process merges the shards into ``OUT`` by manifest.
 Ids and seeds depend only on the source image, the seed and the box/sample index, so a sharded bank holds the
 same samples as a single-process one, and a re-run (with any number of processes) skips what exists.
+The main process holds ``OUT``'s lock (`anogen_aug.locking`) from before the shards are written until the merge
+is done, and each rank holds its shard's, so a second run on the same folder fails at once, naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .bank import AnomalyBank, merge_banks, write_bank
+from .locking import FolderLock
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +61,11 @@ def write_bank_sharded(
         shard,
     )
     progress = kwargs.pop("progress", True) and state.is_local_main_process
-    write_bank(generator, mine, shard, progress=progress, **kwargs)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        merge_banks([out / "shards" / f"shard-{rank}" for rank in range(state.num_processes)], out)
+    with FolderLock(out, what="bank") if state.is_main_process else contextlib.nullcontext():
+        state.wait_for_everyone()  # no rank writes before the main process holds the lock
+        write_bank(generator, mine, shard, progress=progress, **kwargs)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merge_banks([out / "shards" / f"shard-{rank}" for rank in range(state.num_processes)], out)
     state.wait_for_everyone()
     return AnomalyBank(out)

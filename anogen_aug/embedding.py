@@ -11,6 +11,7 @@ Files written by `DefectEmbedding.save_pretrained`:
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
-from safetensors.torch import load_file
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save as save_safetensors
 
 from .atomic import write_bytes_atomic, write_text_atomic
 from .families import DEFAULT_BACKBONE
+from .hub import hub_errors, read_json, read_safetensors
 
 if TYPE_CHECKING:  # the backbone module imports diffusers; reading an embedding must not
     from .backbone import Backbone
@@ -31,42 +34,18 @@ WEIGHTS_NAME = "learned_embeds.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
-_CARD_TEMPLATE = """---
-{{ card_data }}
----
+_TAGS = ("anomaly-detection", "textual-inversion", "anogen", "industrial-inspection")
+#: The backbone family a text-encoder width implies (LDM-BERT: 1280; CLIP of Stable Diffusion 1.x / 2.x).
+_FAMILY_OF_WIDTH = {1280: "ldm", 768: "sd", 1024: "sd"}
 
-# {{ title }}
-
-A defect embedding for [anogen-aug](https://github.com/anogen-aug/anogen-aug): one learned token vector that makes
-the frozen latent diffusion model `{{ backbone }}` draw the defect **{{ defect }}**{{ category_text }}, learned from
-{{ num_support }} real defect image(s) with mask-guided textual inversion (AnoGen, ECCV 2024, arXiv 2505.09263).
-
-| field | value |
-|---|---|
-{{ table }}
-
-## Usage
-
-```python
-from anogen_aug import AnomalyGenerator, BoxSampler, DefectEmbedding, load_backbone
-
-embedding = DefectEmbedding.from_pretrained("{{ repo_id }}")
-backbone = load_backbone(embedding.backbone)
-generator = AnomalyGenerator(backbone, embedding)
-```
-
-or from the command line: `anogen-aug generate --embedding {{ repo_id }} --images normal/ --out bank/`.
-
-The file `learned_embeds.safetensors` uses diffusers' textual-inversion layout: a Stable Diffusion pipeline of the
-same text-encoder width loads it with `pipe.load_textual_inversion("{{ repo_id }}")`.
-Embeddings are only meaningful with the backbone they were learned on (width {{ dim }}).
-"""
+#: The model card, a Jinja template (package data, like huggingface_hub's own card templates).
+CARD_TEMPLATE = "model_card_template.txt"
 
 
 class DefectEmbedding(
     ModelHubMixin,
     library_name="anogen-aug",
-    tags=["anomaly-detection", "textual-inversion", "anogen", "industrial-inspection"],
+    tags=list(_TAGS),  # the mixin appends to the list it is given
     paper_url="https://arxiv.org/abs/2505.09263",
     license="apache-2.0",
 ):
@@ -77,7 +56,8 @@ class DefectEmbedding(
         placeholder_token: The token's name in files and for diffusers' loader (``"<bottle-broken_large>"``).
             (``token`` is only ever the Hub credential; files written before 0.1 stored this as ``"token"``,
             which `from_pretrained` still reads.)
-        backbone: Hub id or path of the backbone it was learned on; ``backbone_revision`` its revision.
+        backbone: Hub id or local folder of the backbone it was learned on (a folder is stored as its absolute
+            path, so the embedding finds it from any working directory); ``backbone_revision`` its revision.
         init_word, category, defect_type, steps, config, support_hashes: provenance metadata.
         **extra: Further JSON-able metadata, kept and saved.
     """
@@ -113,7 +93,7 @@ class DefectEmbedding(
             )
         self.vectors = vectors.contiguous()
         self.placeholder_token = placeholder_token
-        self.backbone = backbone
+        self.backbone = _portable_backbone(backbone)
         self.backbone_revision = backbone_revision
         self.init_word = init_word
         self.category = category
@@ -190,9 +170,11 @@ class DefectEmbedding(
     ) -> DefectEmbedding:
         """Load an embedding from a folder written by `save_pretrained`, or from a Hub repo id.
 
-        ``token`` is the Hub credential. This class reads its own two files (diffusers' weights layout and
-        ``config.json``) instead of the mixin's generic loader, which would pass every config field to
-        ``__init__``: files written before the rename keep the placeholder under ``"token"``.
+        ``revision``, ``token`` (the Hub credential), ``cache_dir``, ``force_download`` and ``local_files_only``
+        go to ``huggingface_hub.hf_hub_download`` as they are, with their meaning there (a local folder needs none).
+        This class reads its own two files (diffusers' weights layout and ``config.json``) instead of the mixin's
+        generic loader, which would pass every config field to ``__init__``: files written before the rename keep
+        the placeholder under ``"token"``.
         """
         return cls._from_pretrained(
             model_id=str(pretrained_model_name_or_path),
@@ -236,8 +218,12 @@ class DefectEmbedding(
                 )
             )
 
-        metadata = json.loads(fetch(CONFIG_NAME).read_text())
-        tensors = load_file(str(fetch(WEIGHTS_NAME)))
+        with hub_errors(model_id, name="pretrained_model_name_or_path", revision=revision):
+            config_path, weights_path = fetch(CONFIG_NAME), fetch(WEIGHTS_NAME)
+        metadata = read_json(config_path, owner=f"defect embedding {model_id}")
+        tensors = read_safetensors(weights_path, owner=f"defect embedding {model_id}")
+        if not tensors:
+            raise ValueError(f"{weights_path} (of defect embedding {model_id}) holds no tensor")
         name = metadata.get("placeholder_token") or metadata.get("token") or next(iter(tensors))
         if name not in tensors:
             raise ValueError(
@@ -249,7 +235,10 @@ class DefectEmbedding(
             raise ValueError(
                 f"{model_id}: config says width {metadata['dim']}, the weights have {tensors[name].shape[-1]}"
             )
-        return cls(tensors[name], placeholder_token=name, **fields)
+        try:
+            return cls(tensors[name], placeholder_token=name, **fields)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"defect embedding {model_id}: {error}") from error
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any):
         """Upload ``learned_embeds.safetensors``, ``config.json`` and a model card to a Hub model repo.
@@ -260,13 +249,18 @@ class DefectEmbedding(
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The model card: the Hub's metadata (library, base model, tags, licence, the placeholder token, category,
+        defect type), what the embedding is, and how to use it with anogen-aug and with diffusers alone."""
         repo_id = kwargs.get("repo_id") or f"<user>/{self.placeholder_token.strip('<>')}"
         card_data = ModelCardData(
             library_name="anogen-aug",
             license="apache-2.0",
-            base_model=self.backbone,
-            tags=["anomaly-detection", "textual-inversion", "anogen", "industrial-inspection"],
+            base_model=self.backbone if _is_hub_id(self.backbone) else None,
+            tags=list(_TAGS),
             pipeline_tag="image-to-image",
+            placeholder_token=self.placeholder_token,
+            category=self.category,
+            defect_type=self.defect_type,
         )
         rows = {
             k: v
@@ -274,10 +268,12 @@ class DefectEmbedding(
             if k not in ("config", "support_hashes") and v is not None
         }
         rows["support images (sha256/16)"] = ", ".join(self.support_hashes) or "-"
+        template = importlib.resources.files("anogen_aug").joinpath("data", CARD_TEMPLATE).read_text("utf-8")
         return ModelCard.from_template(
             card_data,
-            template_str=_CARD_TEMPLATE,
+            template_str=template,
             title=f"anogen-aug defect embedding {self.placeholder_token}",
+            placeholder_token=self.placeholder_token,
             backbone=self.backbone,
             defect=self.defect_type or self.placeholder_token,
             category_text=f" on **{self.category}**" if self.category else "",
@@ -285,4 +281,26 @@ class DefectEmbedding(
             table="\n".join(f"| {k} | `{v}` |" for k, v in rows.items()),
             repo_id=repo_id,
             dim=self.dim,
+            num_vectors=self.num_vectors,
+            family=_FAMILY_OF_WIDTH.get(self.dim),
         )
+
+
+def _portable_backbone(backbone: str | os.PathLike | None) -> str | None:
+    """A backbone given as a local folder, as its absolute path: the embedding's metadata then still finds it when
+    ``generate`` runs from another working directory. A Hub id (no such local folder) is kept as it is."""
+    if backbone is None:
+        return None
+    local = Path(backbone).expanduser()
+    return str(local.resolve()) if local.is_dir() else str(backbone)
+
+
+def _is_hub_id(backbone: str | None) -> bool:
+    """Whether ``backbone`` reads as a Hub repo id (the card's ``base_model``), not a local path."""
+    if not backbone or Path(backbone).is_absolute() or Path(backbone).exists():
+        return False
+    try:
+        validate_repo_id(backbone)
+    except HFValidationError:
+        return False
+    return True

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .images import interpolate_antialiased
+
 RULES = ("overlap", "majority", "majority_nonempty", "bicubic", "nearest")
 
 
@@ -58,14 +60,14 @@ def _majority(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _majority_nonempty(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if not mask.any():
         return torch.zeros(mask.shape[0], 1, *size, dtype=torch.bool)
-    soft = F.interpolate(mask.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    soft = interpolate_antialiased(mask.float(), size, mode="bilinear")
     if (soft >= 0.5).any():
         return soft >= 0.5
     return soft >= soft.max()
 
 
 def _bicubic(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    resized = F.interpolate(mask.float(), size=size, mode="bicubic", antialias=True)
+    resized = interpolate_antialiased(mask.float(), size, mode="bicubic")
     return (resized > 0.5).float()
 
 

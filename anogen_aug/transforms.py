@@ -109,7 +109,7 @@ class AnoGenAugment(v2.Transform):
             paper's weak label) or ``"auto"`` (pixel mask when exact, box otherwise).
         generator: Optional `torch.Generator` (tests); by default the global torch RNG (worker-safe). In a
             DataLoader worker the generator is reseeded once with the worker's seed, so workers do not repeat
-            each other's draws.
+            each other's draws. It pickles as its device and state, so "spawn"-started workers work too.
         cache_size: Bank samples kept in memory (per process).
 
     The parameters of a call (``apply``, ``index``, ``id``, ``mode``, ``mask_exact``, ``mask``, ``pixel_mask``,
@@ -149,7 +149,19 @@ class AnoGenAugment(v2.Transform):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()  # workers reload what they need
+        if self.generator is not None:
+            # A pickled torch.Generator crashes a worker started with "spawn" (the default on macOS and Windows):
+            # travel as its device and state bytes, and be rebuilt by __setstate__.
+            state["generator"] = (str(self.generator.device), self.generator.get_state().numpy().tobytes())
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("generator"), tuple):
+            device, data = state["generator"]
+            generator = torch.Generator(device=device)
+            generator.set_state(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            state = {**state, "generator": generator}
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return f"bank={self.bank!r}, " + super().extra_repr()

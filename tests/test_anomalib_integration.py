@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -39,65 +38,20 @@ from anogen_aug.integrations.anomalib import (  # noqa: E402
 from anogen_aug.integrations.anomalib.train import check_mvtec_layout  # noqa: E402
 from anogen_aug.paste import CopyPasteGenerator  # noqa: E402
 
-HEIGHT, WIDTH = 56, 64
+from anomalib_toy import HEIGHT, WIDTH, write_mvtec_folder, write_toy_bank  # noqa: E402
+
 SMALL_DRAEM = {"reconstruction_width": 8, "discrimination_width": 8}
-
-
-def _normal(rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    base = 0.45 + 0.2 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
-    return (np.clip(base[..., None] + rng.normal(0, 0.03, (HEIGHT, WIDTH, 3)), 0, 1) * 255).astype(np.uint8)
-
-
-def _write_mvtec_folder(root: Path, category: str = "tiny") -> Path:
-    rng = np.random.default_rng(0)
-    folder = root / category
-    for split, count in (("train/good", 6), ("test/good", 4)):
-        (folder / split).mkdir(parents=True)
-        for i in range(count):
-            Image.fromarray(_normal(rng)).save(folder / split / f"{i:03d}.png")
-    (folder / "test/scratch").mkdir(parents=True)
-    (folder / "ground_truth/scratch").mkdir(parents=True)
-    for i in range(4):
-        image, mask = _normal(rng), np.zeros((HEIGHT, WIDTH), np.uint8)
-        y, x = 8 + 6 * i, 10 + 7 * i
-        image[y : y + 10, x : x + 14] = [230, 40, 40]
-        mask[y : y + 10, x : x + 14] = 255
-        Image.fromarray(image).save(folder / "test/scratch" / f"{i:03d}.png")
-        Image.fromarray(mask).save(folder / "ground_truth/scratch" / f"{i:03d}_mask.png")
-    return root
-
-
-def _write_bank(data: Path, out: Path, size=None) -> AnomalyBank:
-    folder = data / "tiny"
-    generator = CopyPasteGenerator(
-        [folder / "test/scratch/000.png", folder / "test/scratch/001.png"],
-        [folder / "ground_truth/scratch/000_mask.png", folder / "ground_truth/scratch/001_mask.png"],
-    )
-    return write_bank(
-        generator,
-        sorted((folder / "train/good").glob("*.png")),
-        out,
-        category="tiny",
-        defect_type="scratch",
-        box_sampler=BoxSampler(width_range=(0.3, 0.5), height_range=(0.3, 0.5)),
-        boxes_per_image=1,
-        samples_per_box=1,
-        seed=0,
-        size=size,
-        progress=False,
-    )
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    return _write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
+    return write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
 
 
 @pytest.fixture(scope="module")
 def bank(data_root, tmp_path_factory) -> AnomalyBank:
     """6 crop-and-paste samples at the normal images' own size (56x64)."""
-    return _write_bank(data_root, tmp_path_factory.mktemp("bank"))
+    return write_toy_bank(data_root, tmp_path_factory.mktemp("bank"))
 
 
 def _folder(data_root: Path, **kwargs) -> Folder:
@@ -217,7 +171,7 @@ def test_augmentations_joint_and_model_resize_appended(data_root, bank):
 
 
 def test_bank_samples_resized_to_the_normal_image_size(data_root, tmp_path):
-    small = _write_bank(data_root, tmp_path / "small", size=(32, 32))
+    small = write_toy_bank(data_root, tmp_path / "small", size=(32, 32))
     assert small[0].image.shape == (3, 32, 32)
     item = _datamodule(data_root, small, p=1.0).train_data[0]
     assert item.image.shape == (3, HEIGHT, WIDTH) and item.source_image.shape == (3, HEIGHT, WIDTH)
@@ -234,6 +188,22 @@ def test_datamodule_rejects_bad_arguments(data_root, bank):
         AnoGenDataModule(object(), bank)
     datamodule = AnoGenDataModule(_folder(data_root), str(bank.root), defect_type="scratch")
     assert len(datamodule.bank) == len(bank)
+
+
+def test_excluded_images_leave_the_val_and_test_sets(data_root, bank, caplog):
+    support = data_root / "tiny/test/scratch/000.png"
+    absent = data_root / "tiny/test/scratch/nothing.png"
+    datamodule = AnoGenDataModule(_folder(data_root), bank, exclude_images=[str(support), absent])
+    with caplog.at_level("WARNING"):
+        datamodule.setup()
+    kept = [*datamodule.val_data.samples.image_path, *datamodule.test_data.samples.image_path]
+    assert len(kept) == 7 and str(support) not in kept and str(support.resolve()) not in kept
+    assert datamodule.excluded_images == [str(support.resolve())]
+    assert "1 of 2 `exclude_images` are in no val or test set" in caplog.text
+    datamodule.setup("test")  # set up again: nothing more removed, no second warning
+    assert len(datamodule.val_data) + len(datamodule.test_data) == 7 and caplog.text.count("1 of 2") == 1
+    with pytest.raises(ValueError, match="exclude_images"):
+        AnoGenDataModule(_folder(data_root), bank, exclude_images=str(support))
 
 
 def test_to_numpy_drops_the_extra_fields(data_root, bank):
@@ -308,17 +278,47 @@ def test_train_detector_draem_trains_tests_and_writes_metrics_and_maps(data_root
         limit_train_batches=2,
         accelerator="cpu",
         model_options=SMALL_DRAEM,
+        save_checkpoint=False,
+        exclude_support=_support_json(data_root, tmp_path, ["000", "001"]),
     )
     result = train_detector(data_root, "tiny", bank, config=config, out_dir=tmp_path / "run")
+    assert result["checkpoint"] is None and not list((tmp_path / "run").rglob("*.ckpt"))
+    support = [str((data_root / f"tiny/test/scratch/{stem}.png").resolve()) for stem in ("000", "001")]
+    assert result["config"]["excluded_images"] == support  # the bank's support images are not tested on
+    assert not {Path(m).name for m in result["maps"]} & {"scratch_000.png", "scratch_001.png"}
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(written["metrics"]) == set(METRIC_NAMES)
     assert all(isinstance(v, float) and math.isfinite(v) for v in written["metrics"].values())
     assert 0.0 <= written["metrics"]["image_AUROC"] <= 1.0
     assert written["config"]["model"] == "draem" and written["config"]["p"] == 0.5
     assert written["config"]["model_options"] == SMALL_DRAEM and written["config"]["de_st_steps"] is None
-    assert result["metrics"] == written["metrics"] and len(result["maps"]) == 4
+    assert result["metrics"] == written["metrics"] and 1 <= len(result["maps"]) <= 4  # 6 left to test
     panel = Image.open(result["maps"][0])
     assert panel.size == (3 * 64, 64)
+
+
+def _support_json(data_root: Path, out: Path, stems: list[str]) -> Path:
+    """A support.json as ``anogen-aug learn-all`` writes it (format 1), drawing ``stems`` of test/scratch."""
+    support = [
+        {"image": f"test/scratch/{s}.png", "mask": f"ground_truth/scratch/{s}_mask.png"} for s in stems
+    ]
+    record = {
+        "format_version": 1,
+        "k": len(stems),
+        "seed": 0,
+        "categories": {"tiny": {"folder": str(data_root / "tiny"), "support": {"scratch": support}}},
+        "unreadable": {},
+    }
+    (out / "support.json").write_text(json.dumps(record))
+    return out / "support.json"
+
+
+def test_exclude_support_names_a_missing_category(data_root, bank, tmp_path):
+    path = _support_json(data_root, tmp_path, ["000"])
+    path.write_text(path.read_text().replace('"tiny"', '"bottle"'))
+    config = TrainConfig(exclude_support=str(path), accelerator="cpu")
+    with pytest.raises(ValueError, match="no support draw for category 'tiny'"):
+        train_detector(data_root, "tiny", bank, config=config, out_dir=tmp_path / "run")
 
 
 # --- DeSTSeg ------------------------------------------------------------------------------------------------
@@ -385,6 +385,8 @@ def test_train_detector_destseg(data_root, bank, tmp_path):
     )
     result = train_detector(data_root, "tiny", bank, config=config, out_dir=tmp_path)
     assert result["config"]["de_st_steps"] == 1 and result["config"]["p"] == 1.0
+    assert Path(result["checkpoint"]).is_file()  # save_checkpoint defaults to True
+    assert Path(result["checkpoint"]).is_relative_to(tmp_path / "anomalib" / "DeSTSeg" / "tiny")
     assert all(v is not None and math.isfinite(v) for v in result["metrics"].values())
 
 
@@ -392,7 +394,7 @@ def test_train_detector_destseg(data_root, bank, tmp_path):
 
 
 def test_layout_check_pairs_masks_by_name(tmp_path):
-    root = _write_mvtec_folder(tmp_path)
+    root = write_mvtec_folder(tmp_path)
     folder = check_mvtec_layout(root, "tiny")
     assert folder.defect_types == ["scratch"] and folder.has_test_normals and len(folder.train) == 6
     masks = root / "tiny/ground_truth/scratch"
@@ -427,7 +429,7 @@ def test_train_config_checks_every_field_and_resolves_the_paper_defaults(tmp_pat
         "model": "padim", "tau": 0.0, "epochs": 0, "image_size": True, "batch_size": 0, "max_steps": -1,
         "limit_train_batches": 1.5, "seed": -1, "accelerator": "", "p": 1.5, "defect_type": "",
         "de_st_steps": -1, "pretrained": "yes", "dtd_dir": 3, "num_workers": -1, "num_maps": 0.5,
-        "model_options": {1: 2},
+        "exclude_support": 5, "save_checkpoint": "no", "model_options": {1: 2},
     }  # fmt: skip
     for name, value in bad.items():
         with pytest.raises(ValueError, match=f"`{name}`"):

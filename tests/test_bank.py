@@ -151,6 +151,16 @@ def test_a_crash_never_leaves_a_record_without_files(sources, tmp_path):
     assert len(_write(resumed, sources, out)) == 8 and resumed.calls == 3
 
 
+def test_a_failed_first_run_leaves_no_skeleton_bank(sources, tmp_path):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _write(_paste(fail_at=1), sources, tmp_path / "new" / "bank")
+    assert not (tmp_path / "new").exists(), "no empty bank (nor its new parent) is left behind"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _write(_paste(fail_at=1), sources, tmp_path / "empty")
+    assert not list((tmp_path / "empty").iterdir()), "a folder that was empty is left empty"
+
+
 def test_reader_errors_and_filters(sources, tmp_path):
     with pytest.raises(FileNotFoundError, match="not an anomaly bank"):
         AnomalyBank(tmp_path)
@@ -246,21 +256,61 @@ def test_hf_dataset_round_trip_offline(sources, tmp_path):
     )
 
 
-def test_push_to_hub_goes_through_datasets_without_network(sources, tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    calls = []
+def _fake_hub(monkeypatch, hub):
+    """huggingface_hub's HfApi answering from a local folder: an upload copies the folder into ``hub``."""
+    import huggingface_hub
 
-    def fake_push(self, repo_id, **kwargs):
-        calls.append((len(self), repo_id, kwargs))
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+    def create_branch(self, repo_id, **kwargs):
+        calls["create_branch"] = (repo_id, kwargs)
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        calls["upload_folder"] = (repo_id, kwargs)
+        shutil.copytree(folder_path, hub, dirs_exist_ok=True)
         return "commit"
 
-    monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_branch", create_branch)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_pushed_bank_opens_with_load_dataset(sources, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = _fake_hub(monkeypatch, tmp_path / "hub")
     bank = _write(_paste(), sources[:1], tmp_path / "bank")
     assert bank.push_to_hub("acme/widget-bank", private=True, token="hf_x", revision="v1") == "commit"
-    (count, repo_id, kwargs) = calls[0]
-    assert (count, repo_id) == (4, "acme/widget-bank")
-    assert kwargs["private"] is True and kwargs["token"] == "hf_x" and kwargs["revision"] == "v1"
-    assert kwargs["split"] == "train" and "4 samples" in kwargs["commit_message"]
+    assert calls["create_repo"] == (
+        "acme/widget-bank",
+        {"repo_type": "dataset", "private": True, "exist_ok": True},
+    )
+    assert calls["create_branch"][1]["branch"] == "v1"
+    upload = calls["upload_folder"][1]
+    assert upload["revision"] == "v1" and "4 samples" in upload["commit_message"]
+    assert upload["delete_patterns"] == ["data/train-*"], "a re-push replaces the split's shards"
+    shutil.rmtree(tmp_path / "bank")  # the pushed files must embed the pixels
+    loaded = datasets.load_dataset(str(tmp_path / "hub"), cache_dir=str(tmp_path / "cache"))
+    assert list(loaded) == ["train"] and len(loaded["train"]) == 4
+    assert {"image", "mask", "box_mask", "boxes", "category", "defect_type"} <= set(loaded["train"].features)
+    assert isinstance(loaded["train"].features["mask"], datasets.Image)
+    row = loaded["train"][2]
+    assert row["id"] == bank.records[2]["id"] and row["boxes"] == bank.records[2]["boxes"]
+    assert row["category"] == "widget" and row["defect_type"] == "green spot"
+    assert (tmp_path / "hub" / "README.md").read_text().startswith("---\n")
+
+
+def test_push_refuses_a_bad_split_before_uploading(sources, tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    calls = _fake_hub(monkeypatch, tmp_path / "hub")
+    bank = _write(_paste(), sources[:1], tmp_path / "bank")
+    with pytest.raises(ValueError, match="`split`"):
+        bank.push_to_hub("acme/widget-bank", split="train/../x")
+    assert not calls
 
 
 def test_missing_datasets_names_the_extra(sources, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from anogen_aug import DefectEmbedding
 from anogen_aug.cli import main
 from anogen_aug.demo import make_demo_data
 from anogen_aug.images import list_images, load_image
@@ -112,44 +113,61 @@ def test_push_command_routes_embeddings_and_banks(tmp_path, monkeypatch):
     assert main(["push", str(tmp_path), "acme/y"]) == 1
 
 
+_NO_BACKBONE = "{tmp}/no-such-backbone"  # inputs are checked before the backbone loads: its error never shows
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (
-            ["learn", "--images", "missing.png", "--masks", "m.png", "--out", "o", "--backbone", "{tiny}"],
-            "missing.png",
-        ),
-        (
-            [
-                "learn",
-                "--images",
-                "{img}",
-                "--masks",
-                "{img}",
-                "--out",
-                "o",
-                "--backbone",
-                "{tiny}",
-                "--max-train-steps",
-                "0",
-            ],
-            "max_train_steps",
-        ),  # fmt: skip
+        (["learn", "--images", "missing.png", "--masks", "m.png", "--out", "o", "--backbone", _NO_BACKBONE],
+         "missing.png"),
+        (["learn", "--images", "{img}", "--masks", "{img}", "--out", "o", "--backbone", _NO_BACKBONE,
+          "--max-train-steps", "0"], "--max-train-steps must be an integer >= 1, got 0"),
+        (["learn", "--images", "{img}", "{img}", "--masks", "{mask}", "--out", "o", "--backbone", _NO_BACKBONE],
+         "--masks must hold one mask per image"),
+        (["learn", "--images", "{img}", "--masks", "{img}", "--out", "o", "--backbone", "{tmp}"],
+         "model_index.json"),
         (["generate", "--images", "{img}", "--out", "b"], "--embedding"),
         (["generate", "--generator", "paste", "--images", "{img}", "--out", "b"], "--support-images"),
-        (
-            ["learn", "--images", "{img}", "--masks", "{img}", "--out", "o", "--backbone", "{tmp}"],
-            "model_index.json",
-        ),
+        (["generate", "--generator", "paste", "--images", "{img}", "--out", "b", "--support-images", "{img}",
+          "--support-masks", "{mask}", "{mask}"], "--support-masks must hold one mask per image"),
+        (["generate", "--generator", "paste", "--images", "{img}", "--out", "b", "--support-images", "{img}",
+          "--support-masks", "{mask}", "--boxes-per-image", "0"], "--boxes-per-image must be an integer >= 1"),
+        (["generate", "--generator", "paste", "--images", "{img}", "--out", "b", "--support-images", "{img}",
+          "--support-masks", "{mask}", "--blend", "soft"], "--blend must be"),
+        (["generate", "--embedding", "{emb}", "--images", "missing.png", "--out", "b", "--backbone", _NO_BACKBONE],
+         "missing.png"),
         (["show", "{tmp}", "--out", "x.png"], "manifest"),
     ],
-)
-def test_errors_are_one_line_and_exit_non_zero(tmp_path, widget, tiny_dir, capsys, argv, message):
-    image = str(list_images(widget / "train" / "good")[0])
-    argv = [a.format(tiny=tiny_dir, img=image, tmp=tmp_path) for a in argv]
+)  # fmt: skip
+def test_errors_are_one_line_name_flags_and_exit_non_zero(tmp_path, widget, tiny_dir, capsys, argv, message):
+    images, masks = _support(widget)
+    DefectEmbedding(torch.zeros(1, 32), placeholder_token="<x>").save_pretrained(tmp_path / "emb")
+    argv = [
+        a.format(tiny=tiny_dir, img=images[0], mask=masks[0], tmp=tmp_path, emb=tmp_path / "emb")
+        for a in argv
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "error:" in err and message in err and "Traceback" not in err
+    assert "no-such-backbone" not in err
+
+
+def test_generate_finds_a_relative_backbone_from_another_working_directory(
+    tmp_path, widget, tiny_dir, monkeypatch
+):
+    """`learn --backbone tiny-sd` in one folder, `generate` (no --backbone) from another: the embedding's backbone
+    is stored absolute."""
+    images, masks = _support(widget)
+    monkeypatch.chdir(tiny_dir.parent)
+    argv = ["learn", "--backbone", tiny_dir.name, "--images", *images, "--masks", *masks, "--out", str(tmp_path / "emb"),
+            "--max-train-steps", "1", "--train-batch-size", "1"]  # fmt: skip
+    assert main(argv) == 0
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "--embedding", "emb", "--images", images[0], "--out", "bank", "--num-inference-steps", "1",
+            "--boxes-per-image", "1", "--samples-per-box", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert len((tmp_path / "bank" / "manifest.jsonl").read_text().splitlines()) == 1
 
 
 def test_console_script_help_lists_every_command():

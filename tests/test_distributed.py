@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from anogen_aug.demo import make_demo_data
+from anogen_aug.locking import LOCK_FILE
 
 
 def _free_port() -> int:
@@ -38,6 +39,7 @@ def test_two_ranks_write_the_same_bank_as_one_process(tmp_path):
         }
 
     sharded, single = records("sharded"), records("single")
+    assert not list((tmp_path / "sharded").rglob(LOCK_FILE)), "every lock is released"
     shard_sizes = [
         len((tmp_path / "sharded/shards" / f"shard-{r}/manifest.jsonl").read_text().splitlines())
         for r in (0, 1)

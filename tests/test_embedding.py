@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from anogen_aug import DefectEmbedding
+from anogen_aug import DefectEmbedding, GenerationConfig
 from anogen_aug.testing import tiny_backbone
 
 
@@ -148,3 +148,115 @@ def test_width_mismatch_names_both_widths(tiny_ldm):
 def test_bad_embeddings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DefectEmbedding(**kwargs)
+
+
+# --- the model card: the Hub's metadata and code that runs -----------------------------------------------------
+def test_model_card_carries_the_hubs_metadata(tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData, metadata_load
+    from huggingface_hub.utils import validate_repo_id
+
+    _embedding(dim=1280).save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")  # huggingface_hub's own parser of the YAML header
+    data = card.data
+    assert data.library_name == "anogen-aug" and data.license == "apache-2.0"
+    assert data.base_model == "CompVis/ldm-text2im-large-256"
+    validate_repo_id(data.base_model)  # a Hub id, as the Hub requires of base_model
+    assert {"textual-inversion", "anomaly-detection"} <= set(data.tags)
+    assert (data.placeholder_token, data.category, data.defect_type) == ("<tile-crack>", "tile", "crack")
+    metadata = metadata_load(tmp_path / "README.md")
+    assert ModelCardData(**metadata).to_dict() == data.to_dict()
+    # links point to something real: the paper, not an invented repository address
+    assert "https://arxiv.org/abs/2505.09263" in card.text and "github.com" not in card.text
+    assert "load_textual_inversion" in card.text and "DefectEmbedding.from_pretrained" in card.text
+
+
+def test_card_of_an_embedding_from_a_local_backbone_has_no_base_model(tmp_path):
+    from huggingface_hub import ModelCard
+
+    (tmp_path / "my-backbone").mkdir()
+    _embedding(backbone=str(tmp_path / "my-backbone")).save_pretrained(tmp_path / "emb")
+    card = ModelCard.load(tmp_path / "emb" / "README.md")
+    assert card.data.base_model is None and str(tmp_path / "my-backbone") in card.text
+
+
+def _python_blocks(text: str) -> list[str]:
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("family", ["ldm", "sd"])
+def test_every_code_block_of_the_card_runs(tmp_path, monkeypatch, family):
+    """The card's anogen-aug snippet and its diffusers snippet for the family run as written (offline)."""
+    import huggingface_hub
+    from PIL import Image
+
+    from anogen_aug.testing import save_tiny_backbone
+
+    folder = save_tiny_backbone(tmp_path / f"tiny-{family}", family)
+    embedding = _embedding(backbone=str(folder))
+    embedding.save_pretrained(tmp_path / "src")
+    cache = _hub_cache(tmp_path, tmp_path / "src")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # where the snippets look
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 64), (120, 120, 120)).save("normal.png")
+    card = str(embedding.generate_model_card(repo_id="acme/tile-crack"))
+    pipeline = "LDMTextToImagePipeline" if family == "ldm" else "StableDiffusionPipeline"
+    blocks = [b for b in _python_blocks(card) if "diffusers" not in b or pipeline in b]
+    assert len(blocks) == 2
+    fewer_steps = {  # 2 denoising steps instead of 50: the code runs as written otherwise
+        "embedding)\n": "embedding, config=GenerationConfig(num_inference_steps=2))\n",
+        "guidance_scale=10)": "guidance_scale=10, num_inference_steps=2)",
+    }
+    for block in blocks:
+        shortened = block
+        for old, new in fewer_steps.items():
+            shortened = shortened.replace(old, new)
+        assert shortened != block
+        exec(compile(shortened, f"card block ({family})", "exec"), {"GenerationConfig": GenerationConfig})
+    assert Image.open("defect.png").size == (64, 64)
+
+
+# --- from_pretrained: the Hub's arguments, revisions, and local backbones ---------------------------------------
+def test_from_pretrained_passes_the_hub_arguments_through(tmp_path, monkeypatch):
+    import anogen_aug.embedding
+
+    _embedding().save_pretrained(tmp_path / "src")
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        return str(tmp_path / "src" / filename)
+
+    monkeypatch.setattr(anogen_aug.embedding, "hf_hub_download", download)
+    hub = {"revision": "v2", "cache_dir": str(tmp_path / "c"), "local_files_only": True, "token": "hf_x"}
+    DefectEmbedding.from_pretrained("acme/tile-crack", force_download=True, **hub)
+    assert {filename for _, filename, _ in calls} == {"config.json", "learned_embeds.safetensors"}
+    for repo_id, _, kwargs in calls:
+        assert repo_id == "acme/tile-crack" and kwargs["force_download"] is True
+        assert {key: kwargs[key] for key in hub} == hub
+
+
+def test_from_pretrained_reads_the_revision_asked_for(tmp_path):
+    old, new = _embedding(), DefectEmbedding(torch.ones(1, 32), placeholder_token="<tile-crack>")
+    old.save_pretrained(tmp_path / "old")
+    new.save_pretrained(tmp_path / "new")
+    cache = _hub_cache(tmp_path, tmp_path / "old")  # refs/main -> "a" * 40
+    repo = cache / "models--acme--tile-crack"
+    shutil.copytree(tmp_path / "new", repo / "snapshots" / ("b" * 40))
+    (repo / "refs" / "v2").write_text("b" * 40)
+    for revision, expected in ((None, old), ("v2", new), ("b" * 40, new)):
+        loaded = DefectEmbedding.from_pretrained(
+            "acme/tile-crack", revision=revision, cache_dir=cache, local_files_only=True
+        )
+        assert torch.equal(loaded.vectors, expected.vectors)
+
+
+def test_a_local_backbone_is_found_from_another_working_directory(tmp_path, monkeypatch):
+    """A backbone folder given relative to the working directory is stored absolute, so ``generate`` run from
+    elsewhere still finds it; a Hub id is stored as it is."""
+    (tmp_path / "project" / "backbones" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    _embedding(backbone="backbones/tiny").save_pretrained("emb")
+    monkeypatch.chdir(tmp_path)
+    loaded = DefectEmbedding.from_pretrained("project/emb")
+    assert loaded.backbone == str(tmp_path / "project" / "backbones" / "tiny")
+    assert _embedding(backbone="CompVis/ldm-text2im-large-256").backbone == "CompVis/ldm-text2im-large-256"

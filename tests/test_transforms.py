@@ -208,3 +208,21 @@ def test_dataloader_workers(banks):
     loader = DataLoader(seeded, batch_size=8, num_workers=2, generator=torch.Generator().manual_seed(0))
     (first, _), (second, _) = list(loader)
     assert not torch.equal(first, second)
+
+
+def test_a_generator_survives_spawn_started_workers(banks):
+    """The "spawn" start method (macOS and Windows) pickles the transform; a torch.Generator used to crash it."""
+    augment = _augment(banks[0], seed=7)
+    clone = pickle.loads(pickle.dumps(augment))
+    assert isinstance(clone.generator, torch.Generator)
+    assert torch.equal(clone.generator.get_state(), augment.generator.get_state())
+    assert clone.generator is not augment.generator
+    loader = DataLoader(
+        _Augmented(augment, length=4), batch_size=2, num_workers=2, multiprocessing_context="spawn"
+    )
+    batches = list(loader)
+    assert len(batches) == 2
+    for images, masks in batches:
+        assert images.shape == (2, 3, SIZE, SIZE) and masks.flatten(1).any(1).all()
+    (first, _), (second, _) = batches
+    assert not torch.equal(first, second), "each worker reseeds its copy of the generator"

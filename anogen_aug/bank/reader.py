@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 
 from ..images import content_hash, load_image, load_mask
 from . import export
-from .manifest import MANIFEST, read_bank_info, read_manifest, resize_source
+from .manifest import MANIFEST, check_layout, read_bank_info, read_manifest, resize_source
+from .records import FILE_FIELDS, record_file
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class AnomalyBank(Dataset):
     Args:
         path: The bank folder (holding ``manifest.jsonl``).
         category, defect_type: Keep only records with these values.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no manifest.
+        ValueError: A record is broken: a field missing or of the wrong type, or a file path that is absolute or
+            leaves the bank (the error names the manifest, line, record and field; `verify_bank` repairs).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class AnomalyBank(Dataset):
                 "`anogen-aug generate --out FOLDER`"
             )
         self.category, self.defect_type = category, defect_type
+        check_layout(self.root)
         every = read_manifest(self.root / MANIFEST)
         self.records = [
             r
@@ -122,13 +129,21 @@ class AnomalyBank(Dataset):
             raise IndexError(f"bank index {index} out of range for a bank of {len(self)} samples")
         return self.records[index]
 
+    def file(self, index: int, field: str) -> Path:
+        """The file of sample ``index`` named by ``field`` (``"image"``, ``"box_mask"`` or ``"mask"``), resolved
+        inside the bank; a path leading out of it (a symlink included) raises ``ValueError`` naming the record."""
+        if field not in FILE_FIELDS:
+            raise ValueError(f"`field` must be one of {list(FILE_FIELDS)}, got {field!r}")
+        return record_file(self.root, self._record(index), field)
+
     def __getitem__(self, index: int) -> BankSample:
         record = self._record(index)
         source = record.get("source") or {}
+        files = {field: self.file(index, field) for field in FILE_FIELDS}  # all checked before a byte is read
         return BankSample(
-            image=load_image(self.root / record["image"]),
-            box_mask=load_mask(self.root / record["box_mask"]),
-            mask=load_mask(self.root / record["mask"]),
+            image=load_image(files["image"], name=f"bank sample {record['id']!r} image"),
+            box_mask=load_mask(files["box_mask"], name=f"bank sample {record['id']!r} box_mask"),
+            mask=load_mask(files["mask"], name=f"bank sample {record['id']!r} mask"),
             mask_exact=bool(record.get("mask_exact", False)),
             boxes=torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
             source_path=source.get("path"),
@@ -141,17 +156,22 @@ class AnomalyBank(Dataset):
         return list(self._by_source.get(hash, []))
 
     def load_source(self, index: int) -> torch.Tensor:
-        """The clean source image of sample ``index``, ``(3, H, W)``, resized to the sample's size."""
+        """The clean source image of sample ``index``, ``(3, H, W)``, resized to the sample's size.
+
+        ``source.path`` is the one path of a record outside the bank (the machine that wrote it): it is read
+        only when its file's hash equals ``source.hash``, so a manifest cannot make this read any other file.
+        """
         record = self._record(index)
         source = record.get("source") or {}
-        path = source.get("path")
-        if not path or not Path(path).is_file():
-            raise FileNotFoundError(f"sample {record['id']}: its source image {path!r} is not there (moved?)")
+        path, expected = source.get("path"), source.get("hash")
+        where = f"{self.root / MANIFEST}: record {record['id']!r}, field 'source'"
+        if not isinstance(path, str) or not Path(path).is_absolute() or not isinstance(expected, str):
+            raise ValueError(f"{where} must hold an absolute 'path' and its 'hash', got {source!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{where}: the source image {path!r} is not there (moved?)")
         if path not in self._verified:
-            if source.get("hash") and content_hash(path) != source["hash"]:
-                raise ValueError(
-                    f"sample {record['id']}: source {path} changed since the bank was written (hash)"
-                )
+            if content_hash(path) != expected:
+                raise ValueError(f"{where}: source {path} changed since the bank was written (hash)")
             self._verified.add(path)
         return resize_source(load_image(path), (record["height"], record["width"]))
 
@@ -169,8 +189,19 @@ class AnomalyBank(Dataset):
         split: str = "train",
         commit_message: str | None = None,
     ):
-        """Push the bank as a dataset repo (parquet with embedded PNGs) via ``datasets``; returns the commit info."""
+        """Push the bank as a Hub dataset repo: ``data/<split>-NNNNN-of-NNNNN.parquet`` (the PNGs embedded) and a
+        dataset card, the layout the Hub's dataset viewer and ``datasets.load_dataset(repo_id)`` open, with the
+        columns of `to_hf_dataset`. Re-pushing a split replaces its files. Returns the commit info.
+
+        Needs the extra ``anogen-aug[datasets]``. Every file is checked inside the bank before one is read.
+        """
         message = commit_message or f"Upload anomaly bank ({len(self)} samples) with anogen-aug"
-        return self.to_hf_dataset().push_to_hub(
-            repo_id, split=split, private=private, token=token, revision=revision, commit_message=message
+        return export.push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            split=split,
+            commit_message=message,
         )

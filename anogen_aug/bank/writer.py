@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from ..checks import check_int, check_str, is_int
 from ..images import content_hash, load_image, save_png
 from ..synthesis import Synthesis
-from .manifest import FILE_FIELDS, ManifestWriter, resize_source
+from .manifest import ManifestWriter, resize_source
 from .reader import AnomalyBank
+from .records import FILE_FIELDS
 
 logger = logging.getLogger(__name__)
 

@@ -15,17 +15,26 @@ def add_parser(commands) -> None:
         "path", help="an embeddings.pt, or the authors' logs/ folder of <category>_<defect>/embeddings.pt"
     )
     parser.add_argument(
-        "--out", required=True, help="embedding folder to write (for logs/: one sub-folder per defect type)"
+        "--out",
+        required=True,
+        help="embedding folder to write; for logs/, one sub-folder per defect type (required)",
     )
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="also read files the allow-list refuses, by a full unpickle that can run code "
-        "(the authors' files never need it)",
+        help="also read files the allow-list refuses, by a full unpickle that can run code; the authors' files "
+        "never need it (default: off)",
     )
-    parser.add_argument("--placeholder-token", help="the token's name, default <category-defect>")
-    parser.add_argument("--category", help="default: parsed from the parent folder (bottle_broken_large)")
-    parser.add_argument("--defect-type", help="default: parsed from the parent folder")
+    parser.add_argument(
+        "--placeholder-token", help="the token's name in the files (default: <CATEGORY-DEFECT_TYPE>)"
+    )
+    parser.add_argument(
+        "--category",
+        help="the product category (default: parsed from the parent folder's name, e.g. bottle_broken_large)",
+    )
+    parser.add_argument(
+        "--defect-type", help="the defect type (default: parsed from the parent folder's name)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -2,18 +2,21 @@
 
 Configuration flags map one to one onto the fields of the library's frozen config dataclasses
 (``--max-train-steps`` is ``InversionConfig.max_train_steps``). Each flag's help line is the field's line in the
-class docstring's ``Attributes:`` section, followed by its default, so the text lives in one place.
+class docstring's ``Attributes:`` section, followed by its default, so the text lives in one place. Errors the
+library raises inside `flag_names` name these flags (``--max-train-steps``), not the Python parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import os
 import re
 import types
 import typing
+from collections.abc import Iterator
 
 
 def _flag_type(hint):
@@ -79,12 +82,28 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, *, title: str,
         kind, nargs = spec
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
-        text = f"{docs.get(field.name, '')} (default: {default})".strip().replace("%", "%%")
+        text = _help_text(docs.get(field.name, ""), _shown_default(flag, default))
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             metavar = field.name.upper()
             group.add_argument(flag, type=kind, nargs=nargs, default=None, metavar=metavar, help=text)
+
+
+def _shown_default(flag: str, default) -> str:
+    """A default as it is typed on the command line: ``--scale-lr`` / ``--no-scale-lr``, ``0.7 1.3``, ``""``."""
+    if isinstance(default, bool):
+        return flag if default else "--no-" + flag[2:]
+    if isinstance(default, tuple):
+        return " ".join(str(item) for item in default)
+    return '""' if default == "" else str(default)
+
+
+def _help_text(doc: str, default: str) -> str:
+    """A field's docstring text as a help line (reST double-backtick literals unwrapped, ``%`` escaped), then its
+    default."""
+    doc = re.sub(r"``(.+?)``", r"\1", doc)
+    return f"{doc} (default: {default})".strip().replace("%", "%%")
 
 
 def config_from_args(config_cls, args: argparse.Namespace):
@@ -99,12 +118,23 @@ def add_backbone_flags(parser: argparse.ArgumentParser) -> None:
     """``--backbone``, ``--revision``, ``--device``, ``--dtype``: where the frozen LDM comes from and runs."""
     parser.add_argument(
         "--backbone",
-        help="Hub id or diffusers folder (default: CompVis/ldm-text2im-large-256, or the embedding's)",
+        help="Hub repo id or local diffusers pipeline folder of the frozen latent diffusion model (default: "
+        "CompVis/ldm-text2im-large-256; when generating, the embedding's own backbone); offline, a Hub id "
+        "loads only when it is in the Hugging Face cache",
     )
-    parser.add_argument("--revision", help="Hub revision of the backbone")
-    parser.add_argument("--device", help="torch device, e.g. cuda or cpu (default: cpu)")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="component dtype (default float32)"
+        "--revision", help="Hub revision of --backbone: a branch, tag or commit (default: main)"
+    )
+    parser.add_argument(
+        "--device",
+        help="torch device to run on, e.g. cpu, cuda, cuda:1, mps (default: cpu; under accelerate launch or "
+        "torchrun, each process's own device)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the backbone's weights: float32, bfloat16 or float16 (default: float32; "
+        "half precision is for GPUs)",
     )
 
 
@@ -132,3 +162,26 @@ def seeded(seed: int):
     import torch
 
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def flag_names(args: argparse.Namespace, **renames: str) -> Iterator[None]:
+    """Within the block, an error naming a Python parameter (support_masks) names its flag (--support-masks).
+
+    A backticked parameter named like one of the command's options (a key of ``args``; for commands without
+    positional arguments) becomes that flag (``--support-masks``, ``--masks[1]``); ``renames`` maps parameters
+    whose flag has another name (``output_dir="--out"``). The error keeps its type; its message is rewritten.
+    """
+    names = {name: "--" + name.replace("_", "-") for name in vars(args)}
+    names.update(renames)
+
+    def flag(match: re.Match) -> str:
+        name, index = match.group(1), match.group(2) or ""
+        return names[name] + index if name in names else match.group(0)
+
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as error:
+        if len(error.args) == 1 and isinstance(error.args[0], str):
+            error.args = (re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)(\[\d+\])?`", flag, error.args[0]),)
+        raise

@@ -10,10 +10,20 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "push", help="push a defect embedding (model repo) or a bank (dataset repo) to the Hub"
     )
-    parser.add_argument("path", help="an embedding folder (learned_embeds.safetensors) or a bank folder")
-    parser.add_argument("repo_id", help="the Hub repo, e.g. me/tile-crack")
-    parser.add_argument("--private", action="store_true", default=None, help="create the repo private")
-    parser.add_argument("--token", help="Hub token (default: the logged-in one)")
+    parser.add_argument(
+        "path",
+        help="an embedding folder (holding learned_embeds.safetensors) or a bank folder (holding manifest.jsonl)",
+    )
+    parser.add_argument("repo_id", help="the Hub repo to create or update, e.g. me/tile-crack")
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        default=None,
+        help="create the repo private (default: off; an existing repo keeps its visibility)",
+    )
+    parser.add_argument(
+        "--token", help="Hub access token (default: the one saved by `hf auth login`, or $HF_TOKEN)"
+    )
     parser.set_defaults(func=run)
 
 

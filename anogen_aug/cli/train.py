@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--out",
         default="anogen-train",
-        help="output folder: metrics.json, maps/, checkpoints (default: anogen-train)",
+        help="output folder: metrics.json, maps/, and the checkpoint unless --no-save-checkpoint (default: anogen-train)",
     )
     try:
         from anogen_aug.integrations.anomalib import TrainConfig

@@ -22,7 +22,7 @@ from ..embedding import DefectEmbedding
 from ..images import resize_image
 from ..masks import resize_mask
 from ..support import SupportSet, load_support_set
-from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import latest_checkpoint, load_checkpoint, locked_output_dir, save_checkpoint
 from .config import InversionConfig
 from .step import SupportLatents, encode_support, init_vectors, train_step
 
@@ -59,7 +59,8 @@ def learn_defect_embedding(
         placeholder_token: The learned token's name (default ``f"<{defect_type or 'defect'}>"``).
         category, defect_type: Metadata stored in the embedding.
         output_dir: Folder for checkpoints ``checkpoint-<step>/`` (every ``config.checkpointing_steps`` steps and
-            at the end); None writes nothing.
+            at the end); None writes nothing. Locked while the run writes it: a second run on the same folder
+            raises `FolderLockedError` at once, naming the holder's pid.
         resume: Continue from the latest checkpoint in ``output_dir``; the result equals an uninterrupted run.
         progress: Show a tqdm progress bar with the loss.
         callback: Called as ``callback(step, loss)`` after each step (``step`` counts from 1).
@@ -85,12 +86,13 @@ def learn_defect_embedding(
     )
     meta = _checkpoint_meta(backbone, config, support_set, resolution)
     run = _Run(vectors, optimizer, generator, meta, None if output_dir is None else Path(output_dir))
-    # 5. Resume: the vector, AdamW's moments and the generator's state continue where the checkpoint stopped.
-    start = _resume(run) if resume else 0
-    # 6. Minimise the masked denoising loss ||(eps - eps_theta(z_t, t, c(v))) * M||^2, one batch per step.
-    _optimise(
-        backbone, support, run, config=config, start=start, token=token, progress=progress, callback=callback
-    )
+    # 5. Lock the output folder (one writer at a time); resume: the vector, AdamW's moments and the generator's
+    #    state continue where the checkpoint stopped.
+    with locked_output_dir(run.output_dir):
+        start = _resume(run) if resume else 0
+        # 6. Minimise the masked denoising loss ||(eps - eps_theta(z_t, t, c(v))) * M||^2, one batch per step.
+        _optimise(backbone, support, run, config=config, start=start, token=token, progress=progress,
+                  callback=callback)  # fmt: skip
     # 7. The embedding and where it came from.
     return _embedding(backbone, run, token, config, category=category, defect_type=defect_type)
 

@@ -7,8 +7,9 @@ imported without the extra; every other name raises an `ImportError` naming the 
 
 Layout, as anomalib's own models: ``draem/`` and ``destseg/`` each hold ``torch_model.py`` (pure torch),
 ``loss.py`` and ``lightning_model.py`` (the anomalib module); ``batch.py`` the item and batch types that carry
-the weak-supervision fields, ``datamodule.py`` the wrapper that mixes a bank into the train set, ``config.py``
-and ``train.py`` the ``anogen-aug train`` run, ``evaluator.py`` and ``maps.py`` what it reports.
+the weak-supervision fields, ``datamodule.py`` the wrapper that mixes a bank into the train set,
+``supervision.py`` which models may be fed its anomalies, ``config.py`` and ``train.py`` the ``anogen-aug train``
+run, ``evaluator.py`` and ``maps.py`` what it reports. ``examples/anomalib/`` holds configs for anomalib's CLI.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _EXPORTS = {
     "WeakDraemLoss": "draem",
     "METRIC_NAMES": "evaluator",
     "anogen_evaluator": "evaluator",
+    "consumes_anomalies": "supervision",
     "train_detector": "train",
 }
 

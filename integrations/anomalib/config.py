@@ -44,6 +44,12 @@ class TrainConfig:
         dtd_dir: Existing folder of texture images for the Perlin anomalies; None = Perlin noise textures.
         num_workers: DataLoader workers.
         num_maps: Anomaly-map PNGs (image | ground truth | map) to write.
+        exclude_support: A support.json (as ``anogen-aug learn-all`` writes it, or its folder): the support
+            images it lists for this category are removed from the test (and validation) images, so the
+            detector is not tested on the anomalies its bank was made from; None = test on every image.
+        save_checkpoint: Write the trained detector's Lightning checkpoint (weights and optimiser state, about
+            1.1 GB for the full-width DRAEM at any image size) to
+            OUT/anomalib/<Model>/<category>/v<N>/weights/lightning/model.ckpt; --no-save-checkpoint skips it.
         model_options: More keyword arguments for the model, e.g. {"reconstruction_width": 32} for a narrower
             DRAEM or {"teacher_weights": FILE} for DeSTSeg.
     """
@@ -64,6 +70,8 @@ class TrainConfig:
     dtd_dir: str | None = None
     num_workers: int = 0
     num_maps: int = 4
+    exclude_support: str | None = None
+    save_checkpoint: bool = True
     model_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -81,12 +89,11 @@ class TrainConfig:
         _optional(check_str, self.defect_type, "defect_type")
         _optional(check_int, self.de_st_steps, "de_st_steps", low=0)
         check_bool(self.pretrained, "pretrained")
-        if self.dtd_dir is not None:  # a path object is kept as its string, so the config stays JSON
-            if not isinstance(self.dtd_dir, (str, os.PathLike)):
-                raise ValueError(f"`dtd_dir` must be a folder path or None, got {self.dtd_dir!r}")
-            object.__setattr__(self, "dtd_dir", os.fspath(self.dtd_dir))
+        _optional_path(self, "dtd_dir")
         check_int(self.num_workers, "num_workers", low=0)
         check_int(self.num_maps, "num_maps", low=0)
+        _optional_path(self, "exclude_support")
+        check_bool(self.save_checkpoint, "save_checkpoint")
         object.__setattr__(self, "model_options", _check_options(self.model_options))
 
     @property
@@ -115,6 +122,15 @@ class TrainConfig:
 def _optional(check, value, name: str, **bounds) -> None:
     if value is not None:
         check(value, name, **bounds)
+
+
+def _optional_path(config: TrainConfig, name: str) -> None:
+    """None or a path; a path object is kept as its string, so the config stays JSON."""
+    value = getattr(config, name)
+    if value is not None:
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise ValueError(f"`{name}` must be a path or None, got {value!r}")
+        object.__setattr__(config, name, os.fspath(value))
 
 
 def _check_limit(value) -> None:

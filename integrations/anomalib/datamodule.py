@@ -23,9 +23,10 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.tv_tensors import Image, Mask
 
 from anogen_aug.bank import AnomalyBank
-from anogen_aug.checks import check_probability
+from anogen_aug.checks import check_bool, check_probability
 
 from .batch import AnoGenImageBatch, AnoGenImageItem
+from .supervision import check_consumes_anomalies
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,15 @@ class AnoGenDataModule(AnomalibDataModule):
     appends the model's resize to the augmentations (anomalib's ``_update_augmentations``), so anomalies go in
     before the resize. Train batches are `AnoGenImageBatch` (fields ``box_mask``, ``source_image``,
     ``is_generated``), consumed by `WeakDraem` and `DeSTSeg`; other anomalib models see ordinary
-    ``image`` / ``gt_mask`` / ``gt_label`` fields.
+    ``image`` / ``gt_mask`` / ``gt_label`` fields (``Supersimplenet(supervised=True)`` learns from them).
+
+    One-class models (PatchCore, PaDiM, anomalib's Draem, ...) learn every train image as normal: fed
+    generated anomalies, they learn the defects as normal. So ``setup("fit")`` looks at the model being
+    trained (``trainer.lightning_module``) and, when ``p > 0``, refuses with a ``ValueError`` any model that
+    does not consume anomalies (`consumes_anomalies`), unless ``allow_one_class`` is True.
+
+    Every argument is typed, so anomalib's CLI builds this from a config file (``anomalib fit -c``), the
+    bank given by its path (see ``examples/anomalib/``).
 
     Args:
         datamodule: The inner anomalib datamodule.
@@ -172,6 +181,9 @@ class AnoGenDataModule(AnomalibDataModule):
         p: Probability that a train item is a bank sample (0.5 for the DRAEM recipe, 1.0 for DeSTSeg).
         category, defect_type: Use only these records of the bank (`AnomalyBank.open`'s filters).
         seed: Seed of the bank draws (None: torch's global RNG, as seeded by Lightning and the workers).
+        allow_one_class: Let a one-class model train on the generated anomalies (it learns them as normal).
+        exclude_images: Image files removed from the val and test sets, e.g. the support anomalies the bank
+            was made from (`anogen_aug.mvtec.split_support`), so the detector is not tested on them.
     """
 
     def __init__(
@@ -183,6 +195,8 @@ class AnoGenDataModule(AnomalibDataModule):
         category: str | None = None,
         defect_type: str | None = None,
         seed: int | None = None,
+        allow_one_class: bool = False,
+        exclude_images: list[str] | None = None,
     ) -> None:
         if not isinstance(datamodule, AnomalibDataModule):
             raise TypeError(
@@ -201,6 +215,14 @@ class AnoGenDataModule(AnomalibDataModule):
         self.bank = AnomalyBank.open(bank, category=category, defect_type=defect_type)
         self.p = check_probability(p, "p")
         self.bank_seed = seed
+        self.allow_one_class = check_bool(allow_one_class, "allow_one_class")
+        if exclude_images is not None and not isinstance(exclude_images, (list, tuple)):
+            raise ValueError(
+                f"`exclude_images` must be a list of image paths or None, got {exclude_images!r}"
+            )
+        self.exclude_images = sorted({_resolved(path) for path in exclude_images or ()})
+        self.excluded_images: list[str] = []  # those found in the val / test sets and removed
+        self._excluding_done = False
         if self.p > 0 and len(self.bank) == 0:
             raise ValueError(
                 f"the bank has no samples (category={category!r}, defect_type={defect_type!r}), but p={p} > 0"
@@ -222,7 +244,15 @@ class AnoGenDataModule(AnomalibDataModule):
         self.datamodule.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
-        """Set the inner datamodule up, wrap its train set, then append the model's resize."""
+        """Set the inner datamodule up, wrap its train set, then append the model's resize.
+
+        Raises:
+            ValueError: ``stage`` is "fit", ``p > 0`` and the trainer's model is a one-class model (see the
+                class docstring), unless ``allow_one_class``.
+        """
+        if stage == "fit" and self.trainer is not None:
+            model = self.trainer.lightning_module
+            check_consumes_anomalies(model, p=self.p, allow_one_class=self.allow_one_class)
         self._setup(stage)
         self._update_augmentations()
 
@@ -236,3 +266,30 @@ class AnoGenDataModule(AnomalibDataModule):
         for subset in ("val_data", "test_data"):
             if hasattr(self.datamodule, subset):
                 setattr(self, subset, getattr(self.datamodule, subset))
+        if self.exclude_images:
+            self._exclude()
+
+    def _exclude(self) -> None:
+        """Drop `exclude_images` from the val and test sets (in place: they are the inner datamodule's, set up
+        once); ``excluded_images`` lists those found, and a warning names how many were in neither set."""
+        excluded = set(self.excluded_images)
+        for subset in ("val_data", "test_data"):
+            dataset = getattr(self, subset, None)
+            if dataset is None or dataset.samples.empty:
+                continue
+            paths = dataset.samples.image_path.map(_resolved)
+            drop = paths.isin(self.exclude_images).to_numpy()
+            excluded |= set(paths[drop])
+            if drop.any():
+                dataset.samples = dataset.samples[~drop].reset_index(drop=True)
+        self.excluded_images = sorted(excluded)
+        missing = len(self.exclude_images) - len(excluded)
+        if missing and not self._excluding_done:
+            logger.warning(
+                "%d of %d `exclude_images` are in no val or test set", missing, len(self.exclude_images)
+            )
+        self._excluding_done = True
+
+
+def _resolved(path: str | os.PathLike) -> str:
+    return str(Path(path).resolve())

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from anomalib.callbacks.checkpoint import ModelCheckpoint
 from anomalib.data import Folder
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
@@ -76,11 +77,12 @@ def train_detector(
         category: The category folder name.
         bank: An `AnomalyBank` or a bank folder.
         config: The settings (`TrainConfig`; None = its defaults).
-        out_dir: Output folder: ``metrics.json``, ``maps/*.png``, ``anomalib/`` (checkpoints).
+        out_dir: Output folder: ``metrics.json``, ``maps/*.png``, ``anomalib/`` (the checkpoint, unless
+            ``config.save_checkpoint`` is False).
 
     Returns:
         The content of ``metrics.json`` (``metrics``: image / pixel AUROC, AUPR, F1Max and pixel AUPRO;
-        ``config``; ``seconds``) plus ``metrics_path``, ``maps`` and ``checkpoint``.
+        ``config``; ``seconds``) plus ``metrics_path``, ``maps`` and ``checkpoint`` (its path, or None).
     """
     # 1. Check the settings and the folder layout; seed.
     config = TrainConfig() if config is None else config
@@ -91,13 +93,15 @@ def train_detector(
     seed_everything(config.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
-    # 2. Data: anomalib's Folder (test = every defect + test/good), its train set mixed with the bank.
+    # 2. Data: anomalib's Folder (test = every defect + test/good, less the support images when asked), its
+    #    train set mixed with the bank.
     datamodule = AnoGenDataModule(
         _folder_datamodule(folder, config),
         bank,
         p=config.effective_p,
         defect_type=config.defect_type,
         seed=config.seed,
+        exclude_images=_support_images(config.exclude_support, folder.category),
     )
 
     # 3. Model with a pre-processor at `image_size`; no anomalib visualizer (maps are written below).
@@ -113,7 +117,10 @@ def train_detector(
     maps = save_anomaly_maps(detector, datamodule.test_data, out / "maps", count=config.num_maps)
     record = {
         "metrics": _metrics(results[0] if results else {}),
-        "config": _run_config(config, data_root, folder, datamodule.bank, bank, de_st_steps),
+        "config": {
+            **_run_config(config, data_root, folder, datamodule.bank, bank, de_st_steps),
+            "excluded_images": datamodule.excluded_images,
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
     metrics_path = write_bytes_atomic(
@@ -123,8 +130,23 @@ def train_detector(
         **record,
         "metrics_path": str(metrics_path),
         "maps": [str(m) for m in maps],
-        "checkpoint": engine.best_model_path,
+        "checkpoint": engine.best_model_path or None,
     }
+
+
+def _support_images(support_json: str | None, category: str) -> list[str] | None:
+    """The support images of ``category`` listed in a support.json (`TrainConfig.exclude_support`)."""
+    if support_json is None:
+        return None
+    from anogen_aug.whole_dataset import read_support_json, support_files
+
+    files = support_files(read_support_json(support_json))
+    if category not in files:
+        raise ValueError(
+            f"`exclude_support`: {support_json} holds no support draw for category {category!r} "
+            f"(it holds {sorted(files)})"
+        )
+    return [str(path) for paths in files[category].values() for path in paths]
 
 
 def _folder_datamodule(folder: MVTecFolder, config: TrainConfig) -> Folder:
@@ -178,7 +200,11 @@ def _detector(config: TrainConfig, de_st_steps: int | None):
 
 
 def _engine(config: TrainConfig, root: Path) -> Engine:
+    # anomalib's Engine adds a checkpoint callback unless it is given one: one that keeps no checkpoint
+    # (save_top_k=0) is how a run writes none (Lightning refuses enable_checkpointing=False beside it).
+    callbacks = [] if config.save_checkpoint else [ModelCheckpoint(save_top_k=0)]
     return Engine(
+        callbacks=callbacks,
         max_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         limit_train_batches=config.limit_train_batches,

@@ -25,7 +25,11 @@ from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.data.transforms.utils import extract_transforms_by_type
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
 from torchvision.transforms.v2 import Normalize
 
 from anogen_aug.checks import check_int, check_probability
@@ -71,10 +75,10 @@ class DeSTSeg(AnomalibModule):
         gamma: float = 4.0,
         top_k: int = 100,
         beta: float | tuple[float, float] = (0.2, 1.0),
-        pre_processor=True,
-        post_processor=True,
-        evaluator=True,
-        visualizer=True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
     ) -> None:
         if dtd_dir is not None and not os.path.isdir(dtd_dir):
             raise FileNotFoundError(f"`dtd_dir` must be an existing folder of texture images, got {dtd_dir}")
@@ -100,6 +104,9 @@ class DeSTSeg(AnomalibModule):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))  # survives checkpoints
 
     tau = TauOf("loss")  # the threshold lives in the loss; this reads and sets it
+
+    #: Learns from the labelled anomalies of `AnoGenDataModule` (which refuses one-class models).
+    consumes_anomalies = True
 
     @staticmethod
     def configure_evaluator():

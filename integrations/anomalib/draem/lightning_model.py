@@ -24,8 +24,12 @@ from pathlib import Path
 import torch
 from anomalib.data import Batch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from anomalib.metrics import Evaluator
 from anomalib.models import Draem
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
 from torch import nn
 
 from anogen_aug.checks import check_bool, check_int, check_probability
@@ -70,10 +74,10 @@ class WeakDraem(Draem):
         enable_sspcab: bool = False,
         sspcab_lambda: float = 0.1,
         beta: float | tuple[float, float] = (0.1, 1.0),
-        pre_processor=True,
-        post_processor=True,
-        evaluator=True,
-        visualizer=True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
     ) -> None:
         if dtd_dir is not None and not Path(dtd_dir).is_dir():
             raise FileNotFoundError(f"`dtd_dir` must be an existing folder of texture images, got {dtd_dir}")
@@ -107,6 +111,9 @@ class WeakDraem(Draem):
         self.weak_on_perlin = check_bool(weak_on_perlin, "weak_on_perlin")
 
     tau = TauOf("loss")  # the threshold lives in the loss; this reads and sets it
+
+    #: Learns from the labelled anomalies of `AnoGenDataModule` (which refuses one-class models).
+    consumes_anomalies = True
 
     @staticmethod
     def configure_evaluator():
