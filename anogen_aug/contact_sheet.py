@@ -15,8 +15,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from .bank import AnomalyBank
-from .checks import check_int
+from .checks import check_int, check_number
 from .images import load_image, load_mask, save_png, to_pil
+from .visibility import mask_visibility
 
 COLUMNS = ("source", "result", "mask", "box_mask")
 STRIP = 16  # height of the title and header strips, pixels
@@ -129,20 +130,77 @@ def contact_sheet(
     return sheet
 
 
-def bank_contact_sheet(
-    bank: AnomalyBank | str | os.PathLike, *, out: str | os.PathLike, max_rows: int = 16, cell: int = 160
-) -> Path:
-    """Contact sheet of up to ``max_rows`` samples spread evenly over a bank (`AnomalyBank.open`: a bank or its
-    folder); a PNG.
+SORT_KEYS = ("mask_area", "contrast")
 
-    Used by ``anogen-aug show BANK --out grid.png``. A sample whose source image is gone gets a grey cell.
+
+def bank_visibility(bank: AnomalyBank, index: int) -> tuple[int, float | None]:
+    """``(mask_area, contrast)`` of sample ``index``: the record's fields, or (a bank written before they were
+    recorded) measured from its files with `anogen_aug.visibility.mask_visibility`; contrast is None when the
+    source image is gone."""
+    record = bank.records[index]
+    if "mask_area" in record and "contrast" in record:
+        return int(record["mask_area"]), float(record["contrast"])
+    sample = bank[index]
+    try:
+        source = bank.load_source(index)
+    except (FileNotFoundError, ValueError):
+        return int(sample.mask.bool().sum()), None
+    return mask_visibility(source, sample.image, sample.mask)
+
+
+def select_samples(
+    bank: AnomalyBank, *, max_rows: int, sort: str | None = None, min_area: int = 0, min_contrast: float = 0.0
+) -> list[int]:
+    """Indices of the samples to show: those with ``mask_area >= min_area`` and ``contrast >= min_contrast``
+    (a sample of unknown contrast passes only when ``min_contrast`` is 0); sorted by ``sort`` (ascending: the
+    least visible first) and the first ``max_rows`` taken, or, unsorted, ``max_rows`` spread evenly."""
+    if sort is not None and sort not in SORT_KEYS:
+        raise ValueError(f"`sort` must be None or one of {SORT_KEYS}, got {sort!r}")
+    check_int(max_rows, "max_rows")
+    check_int(min_area, "min_area", low=0)
+    min_contrast = check_number(min_contrast, "min_contrast", low=0.0)
+    indices = list(range(len(bank)))
+    if sort is not None or min_area > 0 or min_contrast > 0:
+        seen = {index: bank_visibility(bank, index) for index in indices}
+        indices = [
+            i for i in indices
+            if seen[i][0] >= min_area and (min_contrast == 0 or (seen[i][1] or 0.0) >= min_contrast)
+        ]  # fmt: skip
+        if sort is not None:
+            column = SORT_KEYS.index(sort)
+            indices.sort(key=lambda i: (seen[i][column] is None, seen[i][column] or 0.0, i))
+            return indices[:max_rows]
+    if len(indices) <= max_rows:
+        return indices
+    spread = torch.linspace(0, len(indices) - 1, max_rows).round().long().unique().tolist()
+    return [indices[i] for i in spread]
+
+
+def bank_contact_sheet(
+    bank: AnomalyBank | str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    max_rows: int = 16,
+    cell: int = 160,
+    sort: str | None = None,
+    min_area: int = 0,
+    min_contrast: float = 0.0,
+) -> Path:
+    """Contact sheet of up to ``max_rows`` samples of a bank (`AnomalyBank.open`: a bank or its folder); a PNG.
+
+    Which samples: `select_samples` (``sort`` by ``"mask_area"`` or ``"contrast"``, least visible first;
+    ``min_area`` / ``min_contrast`` filters; by default spread evenly over the bank). Each row's label gives the
+    sample's mask area and contrast. Used by ``anogen-aug show``. A sample whose source image is gone gets a grey
+    cell.
     """
     bank = AnomalyBank.open(bank)
     if len(bank) == 0:
         raise ValueError(f"bank {bank.root} holds no samples")
-    check_int(max_rows, "max_rows")
-    count = min(max_rows, len(bank))
-    indices = torch.linspace(0, len(bank) - 1, count).round().long().unique().tolist()
+    indices = select_samples(bank, max_rows=max_rows, sort=sort, min_area=min_area, min_contrast=min_contrast)
+    if not indices:
+        raise ValueError(
+            f"no sample of bank {bank.root} has mask_area >= {min_area} and contrast >= {min_contrast}"
+        )
     rows = []
     for index in indices:
         sample = bank[index]
@@ -152,6 +210,8 @@ def bank_contact_sheet(
             source = None
         record = sample.record
         label = f"#{index} {record.get('generator', {}).get('name', '?')} {record.get('defect_type')}"
+        if "mask_area" in record and "contrast" in record:
+            label += f" a{record['mask_area']} c{float(record['contrast']):.0f}"
         rows.append(
             {
                 "source": source,

@@ -2,8 +2,10 @@
 
 Every support anomaly is cut out by its mask (cropped to the mask's bounding box). For each box the generator
 picks a support item, flips, rotates, scales and brightens it (every draw from ``generator``), fits it into the
-box and blends it in. The returned ``mask`` is exactly the support mask as placed; every pixel outside it (so
-every pixel outside the boxes) is bit-identical to the input. It returns the same `Synthesis` as the diffusion
+box and blends it in. A pasted anomaly keeps its own outline: it is scaled down until its whole rotated patch fits
+the box, never cut at the box edge. A paste whose mask or visible change is too small is redrawn (see
+`PasteConfig`), so a sample labelled anomalous shows its anomaly. The returned ``mask`` is exactly the support
+mask as placed; every pixel outside it (so every pixel outside the boxes) is bit-identical to the input. It returns the same `Synthesis` as the diffusion
 generator, so banks, transforms and datamodules treat both alike.
 """
 
@@ -19,11 +21,12 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .boxes import box_to_slices, boxes_to_mask, check_boxes, mask_to_box
-from .checks import check_choice, check_int, check_probability, check_range
+from .checks import check_choice, check_int, check_number, check_probability, check_range
 from .images import content_hash, load_image, quantize, resize_image
 from .masks import resize_mask
 from .support import load_support_set
 from .synthesis import Synthesis
+from .visibility import mask_visibility
 
 BLENDS = ("feather", "seamless", "hard")
 FITS = ("box", "none")
@@ -35,26 +38,39 @@ class PasteConfig:
 
     Attributes:
         scale_range: Size factor drawn uniformly per anomaly. With ``fit="box"`` it is relative to the largest
-            aspect-preserving size that fits the box (1.0 touches the box); above 1.0 the anomaly overflows the
-            box and is cut at the box edge (the mask stays exact). With ``fit="none"`` it is relative to the
-            support anomaly's own pixel size.
+            aspect-preserving size whose whole (rotated) patch fits the box (1.0 touches the box). With
+            ``fit="none"`` it is relative to the support anomaly's own pixel size. Either way the size is capped
+            at that largest fitting size: an anomaly is scaled to fit its box, never cut along the box edge, so it
+            keeps its own outline (factors above the cap act as the cap). The default keeps thin defects near
+            full size, since shrinking a thin crack fades it.
         rotation_range: Rotation in degrees (counter-clockwise), drawn uniformly.
         flip_p: Probability of a horizontal flip.
         brightness_range: Multiplicative brightness factor, drawn uniformly.
-        blend: ``"feather"`` (alpha ramps from ``1 / (feather + 1)`` at the mask edge to 1 over ``feather``
-            pixels), ``"seamless"`` (Poisson cloning with ``cv2.seamlessClone``, kept inside the mask) or
+        blend: ``"feather"`` (alpha ramps up from the mask edge over ``feather`` pixels, stretched so each
+            connected part of the mask is opaque at its innermost pixel: a scratch thinner than the ramp keeps
+            its full contrast along its middle), ``"seamless"`` (Poisson cloning with ``cv2.seamlessClone``, kept inside the mask) or
             ``"hard"`` (alpha = mask).
         feather: Width in pixels of the feather ramp (0 = hard edges).
-        fit: ``"box"`` (scale the cut anomaly to fit the box) or ``"none"`` (keep its pixel size).
+        fit: ``"box"`` (scale the cut anomaly to fit the box) or ``"none"`` (keep its pixel size, shrunk only
+            when it does not fit the box).
+        min_mask_pixels: A paste whose mask has fewer pixels is redrawn (0 = no area check).
+        min_contrast: A paste whose mean absolute change inside its mask is below this many 8-bit grey levels
+            (`anogen_aug.visibility.mask_visibility`) is redrawn (0 = no contrast check).
+        max_tries: Draws per box (support item, flip, angle, brightness, scale, offset) before giving up; then
+            the most visible try is kept (a box too small for ``min_mask_pixels`` keeps its best try). The
+            bank records every sample's ``mask_area`` and ``contrast``, so such samples can be found.
     """
 
-    scale_range: tuple[float, float] = (0.7, 1.3)
+    scale_range: tuple[float, float] = (0.8, 1.0)
     rotation_range: tuple[float, float] = (-30.0, 30.0)
     flip_p: float = 0.5
     brightness_range: tuple[float, float] = (0.85, 1.15)
     blend: str = "feather"
     feather: int = 2
     fit: str = "box"
+    min_mask_pixels: int = 10
+    min_contrast: float = 10.0
+    max_tries: int = 8
 
     def __post_init__(self) -> None:
         # The ranges are stored as float pairs (a JSON list becomes a tuple); the other fields as given.
@@ -65,6 +81,9 @@ class PasteConfig:
         check_choice(self.blend, "blend", BLENDS)
         check_int(self.feather, "feather", low=0)
         check_choice(self.fit, "fit", FITS)
+        check_int(self.min_mask_pixels, "min_mask_pixels", low=0)
+        object.__setattr__(self, "min_contrast", check_number(self.min_contrast, "min_contrast", low=0.0))
+        check_int(self.max_tries, "max_tries", low=1)
 
 
 def _cut_support(support_images, support_masks) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -79,12 +98,19 @@ def _cut_support(support_images, support_masks) -> list[tuple[torch.Tensor, torc
 
 
 def _feather_alpha(mask: torch.Tensor, width: int) -> torch.Tensor:
-    """Alpha ``(1, h, w)``: distance to the mask edge / (width + 1), clipped to 1; zero outside the mask."""
+    """Alpha ``(1, h, w)``: distance to the mask edge / (width + 1), clipped to 1, then divided by its peak in each
+    connected part of the mask (a thin scratch whose ramp never reaches 1 stays opaque in its middle); zero
+    outside the mask."""
     if width == 0:
         return mask.float()
     padded = np.pad(mask[0].numpy().astype(np.uint8), 1)  # the box edge counts as an edge too
     distance = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
-    alpha = torch.from_numpy(np.clip(distance / (width + 1), 0.0, 1.0)).float()[None]
+    alpha = np.clip(distance / (width + 1), 0.0, 1.0)  # (h, w)
+    count, labels = cv2.connectedComponents(padded[1:-1, 1:-1], connectivity=8)
+    peak = np.zeros(count, np.float32)
+    np.maximum.at(peak, labels, alpha)
+    peak[0] = 1.0  # the background: alpha is zero there anyway
+    alpha = torch.from_numpy(alpha / peak[labels]).float()[None]
     return alpha * mask
 
 
@@ -166,25 +192,21 @@ class CopyPasteGenerator:
         return (patch * (low + (high - low) * draws[3])).clamp(0, 1), mask
 
     def _place(self, patch, mask, height: int, width: int, draws: list[float]):
-        """Scale ``patch``/``mask`` and put them on a ``(height, width)`` box canvas; return canvas and mask."""
+        """Scale ``patch``/``mask`` so the whole patch fits a ``(height, width)`` box canvas (never cut: the anomaly
+        keeps its own outline) and put them there; return canvas ``(3, height, width)`` and mask ``(1, ...)``."""
         ph, pw = patch.shape[-2:]
         low, high = self.config.scale_range
+        largest = min(width / pw, height / ph)  # the largest aspect-preserving size that fits the box
         factor = low + (high - low) * draws[4]
-        base = min(width / pw, height / ph) if self.config.fit == "box" else 1.0
-        for attempt in range(2):
-            if attempt == 1:  # the visible part held no mask pixel: shrink to fit the box entirely
-                base, factor = min(width / pw, height / ph), 1.0
-            th, tw = max(1, round(ph * base * factor)), max(1, round(pw * base * factor))
-            scaled = resize_image(patch, (th, tw), mode="bilinear")  # (3, th, tw)
-            placed = resize_mask(mask, (th, tw), rule="majority_nonempty")  # (1, th, tw) bool
-            oy, ox = round((height - th) * draws[5]), round((width - tw) * draws[6])  # negative = overflow
-            y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + th, height), min(ox + tw, width)
-            canvas = torch.zeros(3, height, width)
-            canvas_mask = torch.zeros(1, height, width, dtype=torch.bool)
-            canvas[:, y0:y1, x0:x1] = scaled[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            canvas_mask[:, y0:y1, x0:x1] = placed[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            if canvas_mask.any():
-                break
+        factor = min(factor * largest if self.config.fit == "box" else factor, largest)
+        th, tw = min(height, max(1, round(ph * factor))), min(width, max(1, round(pw * factor)))
+        scaled = resize_image(patch, (th, tw), mode="bilinear")  # (3, th, tw)
+        placed = resize_mask(mask, (th, tw), rule="majority_nonempty")  # (1, th, tw) bool, never empty
+        oy, ox = round((height - th) * draws[5]), round((width - tw) * draws[6])  # >= 0: inside the box
+        canvas = torch.zeros(3, height, width)
+        canvas_mask = torch.zeros(1, height, width, dtype=torch.bool)
+        canvas[:, oy : oy + th, ox : ox + tw] = scaled
+        canvas_mask[:, oy : oy + th, ox : ox + tw] = placed
         return canvas, canvas_mask
 
     def _blend(self, region: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -196,13 +218,36 @@ class CopyPasteGenerator:
             blended = region * (1 - alpha) + canvas * alpha
         return torch.where(mask, quantize(blended), region)
 
+    def _paste_visible(self, region: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paste one anomaly into ``region`` ``(3, h, w)``: draw until its mask has ``min_mask_pixels`` pixels and
+        its mean change ``min_contrast`` grey levels, at most ``max_tries`` times; return the first visible try
+        (else the most visible one) as ``(blended region (3, h, w), mask (1, h, w) bool)``."""
+        config, best = self.config, None
+        for _ in range(config.max_tries):
+            draws = self._draw(generator)
+            patch, patch_mask = self._transform(draws)
+            canvas, canvas_mask = self._place(patch, patch_mask, *region.shape[-2:], draws)
+            blended = self._blend(region, canvas, canvas_mask)
+            area, contrast = mask_visibility(region, blended, canvas_mask)
+            visible = area >= config.min_mask_pixels and contrast >= config.min_contrast
+            # Short of the thresholds, a try is as good as its area and contrast, each counted up to its bar.
+            shortfall = min(area / max(config.min_mask_pixels, 1), 1.0) + min(
+                contrast / max(config.min_contrast, 1e-6), 1.0
+            )
+            if best is None or (visible, shortfall) > best[0]:
+                best = ((visible, shortfall), blended, canvas_mask)
+            if visible:
+                break
+        return best[1], best[2]
+
     def generate(self, image, boxes, *, generator: torch.Generator | None = None) -> Synthesis:
         """Paste one support anomaly into each box.
 
         Args:
             image: The normal image, ``(3, H, W)`` float in [0, 1] (or anything `load_image` reads).
             boxes: ``(N, 4)`` XYXY pixels (or one ``(4,)`` box).
-            generator: Source of every random draw (support choice, flip, angle, brightness, scale, offset).
+            generator: Source of every random draw (support choice, flip, angle, brightness, scale, offset; one
+                set per try, see `PasteConfig.max_tries`).
 
         Returns:
             `Synthesis` on the image's device: ``image`` ``(3, H, W)`` (pasted pixels on the 8-bit grid, every
@@ -216,15 +261,12 @@ class CopyPasteGenerator:
         boxes = check_boxes(boxes, height, width)
         result = source.clone()
         mask = torch.zeros(1, height, width, dtype=torch.bool)
-        # 2. One anomaly per box, in box order (later boxes paste over earlier ones where they overlap).
+        # 2. One visible anomaly per box, in box order (later boxes paste over earlier ones where they overlap).
         for box in boxes:
-            draws = self._draw(generator)
-            patch, patch_mask = self._transform(draws)
             rows, cols = box_to_slices(box)
-            box_h, box_w = rows.stop - rows.start, cols.stop - cols.start
-            canvas, canvas_mask = self._place(patch, patch_mask, box_h, box_w, draws)
-            result[:, rows, cols] = self._blend(result[:, rows, cols], canvas, canvas_mask)
-            mask[:, rows, cols] |= canvas_mask
+            blended, placed = self._paste_visible(result[:, rows, cols], generator)
+            result[:, rows, cols] = blended
+            mask[:, rows, cols] |= placed
         # 3. Outputs: the box mask covers exactly the pixels the boxes' slices cover, so mask <= box_mask.
         return Synthesis(
             image=result.to(device),

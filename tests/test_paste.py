@@ -93,12 +93,20 @@ def test_fit_box_scales_to_the_box_and_fit_none_keeps_pixel_size():
     assert result.mask.sum() == 10 * 20
 
 
-def test_overflowing_anomaly_is_cut_at_the_box_edge():
+def test_an_oversized_anomaly_is_scaled_to_fit_its_box_not_cut():
     image, mask = _support()
     generator = CopyPasteGenerator([image], [mask], config=PasteConfig(scale_range=(1.3, 1.3)))
     for seed in range(4):
         result = generator.generate(_grey_image(), BOXES[:1], generator=torch.Generator().manual_seed(seed))
         assert result.mask.any() and not (result.mask.bool() & ~result.box_mask.bool()).any()
+    # fit="none" with a 10 x 40 bar into a 20 x 20 box: shrunk to 5 x 20 (its outline), not cut to 10 x 20.
+    bar = CopyPasteGenerator(
+        [torch.ones(3, 10, 40)],
+        [torch.ones(1, 10, 40)],
+        config=PasteConfig(fit="none", blend="hard", rotation_range=(0.0, 0.0), scale_range=(1.0, 1.0)),
+    )
+    result = bar.generate(torch.zeros(3, 64, 64), torch.tensor([[10.0, 10.0, 30.0, 30.0]]))
+    assert result.mask.sum() == 5 * 20
 
 
 def test_a_thin_defect_shrunk_into_a_small_box_never_vanishes():

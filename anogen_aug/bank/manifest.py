@@ -12,7 +12,8 @@ Record fields: ``id``, ``image``, ``box_mask``, ``mask`` (paths relative to the 
 ``source`` (``path``, ``hash`` of the file, ``pixel_hash`` of the 8-bit pixels as stored, see `resize_source`),
 ``category``, ``defect_type``, ``boxes`` (XYXY pixels of the stored image), ``width``, ``height``, ``generator``
 (``name``, ``settings``), ``seed`` (of this sample's generator), ``embedding_id``, ``box_index``,
-``sample_index``, ``bank_seed``, ``box_sampler`` (its settings, or null).
+``sample_index``, ``bank_seed``, ``box_sampler`` (its settings, or null), and since 0.1 ``mask_area`` and
+``contrast`` (optional; `anogen_aug.visibility`).
 
 The manifest is append-only JSON lines: a crash mid-append leaves at worst a torn last line, which the reader
 skips and the next writer cuts (`repair_manifest`) before it appends. A writer holds the bank's lock

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..checks import check_int, check_str, is_int
 from ..images import content_hash, load_image, save_png
 from ..synthesis import Synthesis
+from ..visibility import mask_visibility
 from .manifest import ManifestWriter, resize_source
 from .reader import AnomalyBank
 from .records import FILE_FIELDS
@@ -54,6 +55,9 @@ def write_bank(
     the same bytes. Every random draw uses CPU generators, independent of the generator's device. A generator
     with ``generate_batch`` (the diffusion generator) gets one batched call per source image; on a GPU a
     regenerated sample can then differ from the first run in the last bit where the batch composition differs.
+
+    Records also hold ``mask_area`` and ``contrast`` (`anogen_aug.visibility.mask_visibility`: mask pixels, mean
+    8-bit change inside the mask), for any generator; older banks lack them (optional for readers).
 
     Scale-out: run one process per rank with ``images[rank::world]`` and ``out / f"shard-{rank}"`` (e.g. under
     ``accelerate launch``), then `merge_banks` the shards.
@@ -149,6 +153,8 @@ def _write_source(job: _Job, path: Path, writer: ManifestWriter, bar) -> int:
         record |= {"boxes": result.boxes.detach().cpu().reshape(-1, 4).tolist(), "seed": seed}
         record |= {"width": image.shape[-1], "height": image.shape[-2]}
         record |= {"box_index": box_index, "sample_index": sample_index}
+        area, contrast = mask_visibility(image, result.image, result.mask)  # what a detector can see
+        record |= {"mask_area": area, "contrast": contrast}
         writer.append(record)
         bar.update(1)
     return len(tasks)
