@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .flags import add_backbone_flags, add_config_flags, config_from_args, load_backbone_from_args
+from .learn_all import report_summary
 
 
 def add_parser(commands) -> None:
@@ -37,7 +38,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import process_state
     from ..generation import GenerationConfig
     from ..whole_dataset import generate_all, read_support_json
 
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         region=args.region,
     )
-    if process_state().is_main_process:
-        print(summary.table())
-        print(f"banks in {args.out}/banks, contact sheets in {args.out}/sheets; table in {summary.path}")
-    return 1 if summary.failed else 0
+    return report_summary(summary, f"banks in {args.out}/banks, contact sheets in {args.out}/sheets")
 
 
 def _learned_backbone(out: Path) -> str | None:

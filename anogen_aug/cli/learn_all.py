@@ -38,7 +38,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import process_state
     from ..inversion import InversionConfig
     from ..whole_dataset import learn_all, plan_dataset
 
@@ -55,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         categories=args.categories,
     )
+    return report_summary(summary, f"embeddings in {args.out}/embeddings")
+
+
+def report_summary(summary, produced: str) -> int:
+    """Print a whole-data-set run's table on the main process; the exit code (1 when a job failed)."""
+    from ..distributed import process_state
+
     if process_state().is_main_process:
         print(summary.table())
-        print(f"embeddings in {args.out}/embeddings; table in {summary.path}")
+        print(f"{produced}; table in {summary.path}")
     return 1 if summary.failed else 0

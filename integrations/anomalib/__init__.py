@@ -14,7 +14,7 @@ run, ``evaluator.py`` and ``maps.py`` what it reports. ``examples/anomalib/`` ho
 
 from __future__ import annotations
 
-import importlib
+from anogen_aug.lazy import lazy_exports
 
 #: The packages of the ``anomalib`` extra.
 _EXTRA = ("anomalib", "lightning", "kornia")
@@ -38,21 +38,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        try:
-            module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        except ImportError as error:
-            if (error.name or "").split(".")[0] not in _EXTRA:
-                raise
-            raise ImportError(
-                f"{__name__}.{name} needs anomalib and lightning: pip install 'anogen-aug[anomalib]'"
-            ) from error
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    _EXPORTS,
+    globals(),
+    extras=_EXTRA,
+    hint="needs anomalib and lightning: pip install 'anogen-aug[anomalib]'",
+)
