@@ -278,8 +278,10 @@ def load_backbone(
     with _component_errors(path, family, local):
         pipe = _load_pipeline(path, family, revision=revision, dtype=dtype)
     text_encoder, vae = (pipe.bert, pipe.vqvae) if family == "ldm" else (pipe.text_encoder, pipe.vae)
+    stays_on_cpu = device is None or torch.device(device).type == "cpu"
     for module in (text_encoder, pipe.unet, vae):
-        _own_memory(module)
+        if stays_on_cpu:  # moving to an accelerator copies anyway
+            _own_memory(module)
         if device is not None:
             module.to(device)
     logger.info("loaded %s backbone from %s", family, path)

@@ -151,9 +151,10 @@ class AnoGenDataset(Dataset):
         label = sample.mask if sample.mask_exact else sample.box_mask
         gt_mask = TF.resize(Mask((label != 0).to(torch.uint8)), size)  # nearest for masks
         box_mask = TF.resize(Mask((sample.box_mask != 0).to(torch.uint8)), size)
-        root = getattr(self.bank, "root", None)
-        image_path = str(Path(root) / sample.record["image"]) if root is not None else sample.record["image"]
-        mask_path = str(Path(root) / sample.record["mask"]) if root is not None else sample.record["mask"]
+        file = getattr(self.bank, "file", None)  # an AnomalyBank resolves its files inside its folder
+        image_path, mask_path = (
+            str(file(choice, f)) if file else sample.record[f] for f in ("image", "mask")
+        )
         return image, gt_mask, box_mask, source, image_path, mask_path
 
 

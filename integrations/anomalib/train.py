@@ -41,9 +41,7 @@ def check_mvtec_layout(data_root: str | os.PathLike, category: str) -> MVTecFold
         The `MVTecFolder`, with at least one defect type.
     """
     root = Path(data_root) / category
-    if not (root / "train" / "good").is_dir():
-        raise FileNotFoundError(f"`data_root`/`category`: {root / 'train' / 'good'} is not a folder")
-    folder = read_mvtec(root)
+    folder = read_mvtec(root)  # FileNotFoundError naming the folder when it is not in the MVTec layout
     if not folder.defect_types:
         raise ValueError(f"{root / 'test'} holds no defect folder (test/<defect>/): nothing to evaluate on")
     anomalies = sorted((s for s in folder.test if s.gt_label), key=lambda s: str(s.image_path))
