@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..checks import check_bool
 from ..images import content_hash, load_image, load_mask
 from . import export
 from .manifest import MANIFEST, check_layout, read_bank_info, read_manifest, resize_source
@@ -49,6 +50,10 @@ class AnomalyBank(Dataset):
     Args:
         path: The bank folder (holding ``manifest.jsonl``).
         category, defect_type: Keep only records with these values.
+        boxes_only: Hide the pixel masks: every sample's ``mask`` is its box mask and ``mask_exact`` is False,
+            so a crop-and-paste bank is labelled as the paper's diffusion generator labels its output (by the
+            box alone) and consumers treat its box region as the generated change. For testing box labels and
+            tau on a bank whose exact masks are known.
 
     Raises:
         FileNotFoundError: ``path`` holds no manifest.
@@ -57,9 +62,15 @@ class AnomalyBank(Dataset):
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, category: str | None = None, defect_type: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        category: str | None = None,
+        defect_type: str | None = None,
+        boxes_only: bool = False,
     ) -> None:
         self.root = Path(path)
+        self.boxes_only = check_bool(boxes_only, "boxes_only")
         if not (self.root / MANIFEST).is_file():
             raise FileNotFoundError(
                 f"`path`: {self.root} is not an anomaly bank (no {MANIFEST}); write one with `write_bank` or "
@@ -95,34 +106,38 @@ class AnomalyBank(Dataset):
         *,
         category: str | None = None,
         defect_type: str | None = None,
+        boxes_only: bool | None = None,
     ) -> AnomalyBank:
         """An `AnomalyBank` from a bank or the path of one: the library's one rule wherever it takes either.
 
-        - a path: the bank folder, read with the filters;
+        - a path: the bank folder, read with the filters (``boxes_only`` None is False);
         - an `AnomalyBank` and no filter: that very bank;
         - an `AnomalyBank` and a filter: its folder read again, each filter given replacing the bank's own for
-          that field and the bank's other filter kept.
+          that field and the bank's other filters kept (``boxes_only`` counts as a filter when it differs).
 
         Raises:
             TypeError: ``bank`` is neither. ValueError: no record passes the filters (naming what the bank holds).
         """
         if isinstance(bank, (str, os.PathLike)):
-            return cls(bank, category=category, defect_type=defect_type)
+            return cls(bank, category=category, defect_type=defect_type, boxes_only=bool(boxes_only))
         if not isinstance(bank, AnomalyBank):
             raise TypeError(f"`bank` must be an AnomalyBank or a bank folder path, got {type(bank).__name__}")
-        if category is None and defect_type is None:
+        boxes_only = bank.boxes_only if boxes_only is None else check_bool(boxes_only, "boxes_only")
+        if category is None and defect_type is None and boxes_only == bank.boxes_only:
             return bank
         return cls(
             bank.root,
             category=bank.category if category is None else category,
             defect_type=bank.defect_type if defect_type is None else defect_type,
+            boxes_only=boxes_only,
         )
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __repr__(self) -> str:
-        return f"AnomalyBank({str(self.root)!r}, n={len(self)})"
+        hidden = ", boxes_only=True" if self.boxes_only else ""
+        return f"AnomalyBank({str(self.root)!r}, n={len(self)}{hidden})"
 
     def _record(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
@@ -131,9 +146,12 @@ class AnomalyBank(Dataset):
 
     def file(self, index: int, field: str) -> Path:
         """The file of sample ``index`` named by ``field`` (``"image"``, ``"box_mask"`` or ``"mask"``), resolved
-        inside the bank; a path leading out of it (a symlink included) raises ``ValueError`` naming the record."""
+        inside the bank; a path leading out of it (a symlink included) raises ``ValueError`` naming the record.
+        With ``boxes_only`` the ``"mask"`` of a sample is its box mask file."""
         if field not in FILE_FIELDS:
             raise ValueError(f"`field` must be one of {list(FILE_FIELDS)}, got {field!r}")
+        if self.boxes_only and field == "mask":
+            field = "box_mask"
         return record_file(self.root, self._record(index), field)
 
     def __getitem__(self, index: int) -> BankSample:
@@ -144,7 +162,7 @@ class AnomalyBank(Dataset):
             image=load_image(files["image"], name=f"bank sample {record['id']!r} image"),
             box_mask=load_mask(files["box_mask"], name=f"bank sample {record['id']!r} box_mask"),
             mask=load_mask(files["mask"], name=f"bank sample {record['id']!r} mask"),
-            mask_exact=bool(record.get("mask_exact", False)),
+            mask_exact=bool(record.get("mask_exact", False)) and not self.boxes_only,
             boxes=torch.tensor(record["boxes"], dtype=torch.float32).reshape(-1, 4),
             source_path=source.get("path"),
             source_hash=source.get("hash", ""),

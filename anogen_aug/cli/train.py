@@ -15,7 +15,11 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="train a weakly supervised detector (anomalib) with a bank")
     parser.add_argument("--data", required=True, help="MVTec-layout root containing CATEGORY/")
     parser.add_argument("--category", required=True, help="the category folder under --data")
-    parser.add_argument("--bank", required=True, help="anomaly bank folder (anogen-aug generate)")
+    parser.add_argument(
+        "--bank",
+        help="anomaly bank folder (anogen-aug generate) (default: none, the baseline: Perlin anomalies only, "
+        "anomalib's own recipe)",
+    )
     parser.add_argument(
         "--out",
         default="anogen-train",

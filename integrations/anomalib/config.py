@@ -20,6 +20,7 @@ from anogen_aug.losses import check_tau
 MODELS = ("draem", "destseg")
 DEFAULT_P = {"draem": 0.5, "destseg": 1.0}  # the paper's mixes (see WeakDraem and DeSTSeg)
 DEFAULT_BATCH = {"draem": 16, "destseg": 32}  # the papers' batch sizes
+BANK_LABELS = ("auto", "boxes")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class TrainConfig:
         save_checkpoint: Write the trained detector's Lightning checkpoint (weights and optimiser state, about
             1.1 GB for the full-width DRAEM at any image size) to
             OUT/anomalib/<Model>/<category>/v<N>/weights/lightning/model.ckpt; --no-save-checkpoint skips it.
+        bank_labels: How bank samples are labelled: "auto" (crop-and-paste samples by their exact pixel masks,
+            diffusion samples by their boxes) or "boxes" (every sample by its box, the pixel masks hidden:
+            `AnomalyBank` ``boxes_only``), which labels a crop-and-paste bank as the paper's diffusion generator
+            labels its output, so box labels and tau can be tested where the exact masks are known.
         model_options: More keyword arguments for the model, e.g. {"reconstruction_width": 32} for a narrower
             DRAEM or {"teacher_weights": FILE} for DeSTSeg.
     """
@@ -72,6 +77,7 @@ class TrainConfig:
     num_maps: int = 4
     exclude_support: str | None = None
     save_checkpoint: bool = True
+    bank_labels: str = "auto"
     model_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +100,7 @@ class TrainConfig:
         check_int(self.num_maps, "num_maps", low=0)
         _optional_path(self, "exclude_support")
         check_bool(self.save_checkpoint, "save_checkpoint")
+        check_choice(self.bank_labels, "bank_labels", BANK_LABELS)
         object.__setattr__(self, "model_options", _check_options(self.model_options))
 
     @property

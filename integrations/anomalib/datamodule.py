@@ -178,9 +178,11 @@ class AnoGenDataModule(AnomalibDataModule):
 
     Args:
         datamodule: The inner anomalib datamodule.
-        bank: An `AnomalyBank` or the path of a bank folder (opened by `AnomalyBank.open`).
+        bank: An `AnomalyBank` or the path of a bank folder (opened by `AnomalyBank.open`); None only with
+            ``p=0`` (a baseline without generated anomalies: every train item is the inner one).
         p: Probability that a train item is a bank sample (0.5 for the DRAEM recipe, 1.0 for DeSTSeg).
         category, defect_type: Use only these records of the bank (`AnomalyBank.open`'s filters).
+        boxes_only: Label every bank sample by its box, its pixel mask hidden (`AnomalyBank`'s ``boxes_only``).
         seed: Seed of the bank draws (None: torch's global RNG, as seeded by Lightning and the workers).
         allow_one_class: Let a one-class model train on the generated anomalies (it learns them as normal).
         exclude_images: Image files removed from the val and test sets, e.g. the support anomalies the bank
@@ -190,11 +192,12 @@ class AnoGenDataModule(AnomalibDataModule):
     def __init__(
         self,
         datamodule: AnomalibDataModule,
-        bank: AnomalyBank | str | os.PathLike,
+        bank: AnomalyBank | str | os.PathLike | None,
         *,
         p: float = 0.5,
         category: str | None = None,
         defect_type: str | None = None,
+        boxes_only: bool = False,
         seed: int | None = None,
         allow_one_class: bool = False,
         exclude_images: list[str] | None = None,
@@ -213,8 +216,19 @@ class AnoGenDataModule(AnomalibDataModule):
             seed=datamodule.seed,
         )
         self.datamodule = datamodule
-        self.bank = AnomalyBank.open(bank, category=category, defect_type=defect_type)
         self.p = check_probability(p, "p")
+        if bank is None and self.p > 0:
+            raise ValueError(f"`bank` is None, but p={p} > 0 asks for bank samples: give a bank or p=0")
+        self.bank = (
+            None
+            if bank is None
+            else AnomalyBank.open(
+                bank,
+                category=category,
+                defect_type=defect_type,
+                boxes_only=check_bool(boxes_only, "boxes_only"),
+            )
+        )
         self.bank_seed = seed
         self.allow_one_class = check_bool(allow_one_class, "allow_one_class")
         if exclude_images is not None and not isinstance(exclude_images, (list, tuple)):

@@ -63,7 +63,7 @@ def check_mvtec_layout(data_root: str | os.PathLike, category: str) -> MVTecFold
 def train_detector(
     data_root: str | os.PathLike,
     category: str,
-    bank,
+    bank=None,
     *,
     config: TrainConfig | None = None,
     out_dir: str | os.PathLike = "results",
@@ -73,7 +73,8 @@ def train_detector(
     Args:
         data_root: Folder holding ``<category>/{train/good, test/<defect>, ground_truth/<defect>}``.
         category: The category folder name.
-        bank: An `AnomalyBank` or a bank folder.
+        bank: An `AnomalyBank` or a bank folder; None trains the baseline without generated anomalies: Perlin
+            anomalies on every row, anomalib's own DRAEM / DeSTSeg recipe (``config.p`` must then be None or 0).
         config: The settings (`TrainConfig`; None = its defaults).
         out_dir: Output folder: ``metrics.json``, ``maps/*.png``, ``anomalib/`` (the checkpoint, unless
             ``config.save_checkpoint`` is False).
@@ -87,6 +88,10 @@ def train_detector(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig or None, got {type(config).__name__}")
     folder = check_mvtec_layout(data_root, category)
+    if bank is None and config.p:
+        raise ValueError(
+            f"`config.p` is {config.p}, but no bank was given: give a bank, or p=0 for the baseline"
+        )
     out = Path(out_dir)
     seed_everything(config.seed, workers=True, verbose=False)
     started = time.perf_counter()
@@ -96,15 +101,16 @@ def train_detector(
     datamodule = AnoGenDataModule(
         _folder_datamodule(folder, config),
         bank,
-        p=config.effective_p,
+        p=0.0 if bank is None else config.effective_p,
         defect_type=config.defect_type,
+        boxes_only=config.bank_labels == "boxes",
         seed=config.seed,
         exclude_images=_support_images(config.exclude_support, folder.category),
     )
 
     # 3. Model with a pre-processor at `image_size`; no anomalib visualizer (maps are written below).
     de_st_steps = _de_st_steps(config, len(folder.train)) if config.model == "destseg" else None
-    detector = _detector(config, de_st_steps)
+    detector = _detector(config, de_st_steps, baseline=bank is None)
 
     # 4. Train and test with anomalib's Engine.
     engine = _engine(config, out / "anomalib")
@@ -117,6 +123,7 @@ def train_detector(
         "metrics": _metrics(results[0] if results else {}),
         "config": {
             **_run_config(config, data_root, folder, datamodule.bank, bank, de_st_steps),
+            "perlin_p": detector.perlin_p,
             "excluded_images": datamodule.excluded_images,
         },
         "seconds": round(time.perf_counter() - started, 1),
@@ -178,9 +185,11 @@ def _de_st_steps(config: TrainConfig, n_train: int) -> int:
     return max(1, total // 5)
 
 
-def _detector(config: TrainConfig, de_st_steps: int | None):
+def _detector(config: TrainConfig, de_st_steps: int | None, *, baseline: bool):
     size = (config.image_size, config.image_size)
     options = dict(config.model_options or {})
+    if baseline:  # no bank: every row is a Perlin row (half of them left anomaly-free), anomalib's own recipe
+        options.setdefault("perlin_p", 1.0)
     if config.model == "draem":
         pre_processor = WeakDraem.configure_pre_processor(size)
         return WeakDraem(
@@ -230,11 +239,11 @@ def _run_config(config: TrainConfig, data_root, folder: MVTecFolder, opened_bank
     return {
         "data_root": str(Path(data_root)),
         "category": folder.category,
-        "bank": str(getattr(opened_bank, "root", bank)),
-        "bank_samples": len(opened_bank),
+        "bank": None if opened_bank is None else str(getattr(opened_bank, "root", bank)),
+        "bank_samples": 0 if opened_bank is None else len(opened_bank),
         "defect_types": folder.defect_types,
         **config.to_dict(),
-        "p": config.effective_p,
+        "p": 0.0 if opened_bank is None else config.effective_p,
         "batch_size": config.effective_batch_size,
         "de_st_steps": de_st_steps,
         "model_options": dict(config.model_options or {}),
