@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 
 from .families import DEFAULT_BACKBONE, LAYOUTS, PLACEHOLDER, detect_family
 from .hub import hub_errors, read_json
+from .precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -148,49 +149,54 @@ class Backbone:
         finally:
             handle.remove()
 
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Text-encoder hidden states ``(B, L, D)`` for prompts (padded to the model's max length)."""
-        ids = self.tokenizer(
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids ``(B, L)`` of prompts, padded to the model's max length, on the text encoder's device."""
+        return self.tokenizer(
             list(prompts),
             padding="max_length",
             max_length=self.max_length,
             truncation=True,
             return_tensors="pt",
-        ).input_ids.to(self.text_encoder.device)  # (B, L)
+        ).input_ids.to(self.text_encoder.device)
+
+    def encode_text(self, prompts: list[str] | torch.Tensor) -> torch.Tensor:
+        """Text-encoder hidden states ``(B, L, D)`` of prompts, or of their `token_ids` ``(B, L)``."""
+        ids = prompts if isinstance(prompts, torch.Tensor) else self.token_ids(prompts)  # (B, L)
         return self.text_encoder(ids)[0]
 
     # --- images ------------------------------------------------------------------------------------------
-    def encode_distribution(self, images: torch.Tensor):
-        """VAE posterior of images ``(B, 3, H, W)`` in [0, 1] (unscaled latents' mean and std)."""
+    def encode_distribution(self, images: torch.Tensor, *, mixed_precision: str = "no"):
+        """VAE posterior of images ``(B, 3, H, W)`` in [0, 1] (unscaled latents' mean and std).
+
+        The VAE gets channels-last pixels: on the CPU its convolutions over wide images with few channels run
+        1.1-1.5x faster so (``benchmarks/README.md``), with the same values to float rounding. ``mixed_precision``
+        ``"bf16"`` runs the encoder under bf16 autocast.
+        """
         pixels = (images * 2 - 1).to(device=self.device, dtype=self._vae_dtype)
-        return self.vae.encode(pixels).latent_dist
+        with autocast(self.device, mixed_precision):
+            return self.vae.encode(pixels.contiguous(memory_format=torch.channels_last)).latent_dist
 
-    def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None, sample: bool = False):
+    def encode(
+        self,
+        images: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        sample: bool = False,
+        mixed_precision: str = "no",
+    ):
         """Scaled latents ``(B, C, h, w)`` of images in [0, 1]: the posterior mean, or a sample."""
-        distribution = self.encode_distribution(images)
+        distribution = self.encode_distribution(images, mixed_precision=mixed_precision)
         latents = distribution.sample(generator=generator) if sample else distribution.mean
-        return latents * self.vae.config.scaling_factor
+        return (latents * self.vae.config.scaling_factor).contiguous()
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [0, 1] from scaled latents."""
-        pixels = self.vae.decode(latents.to(self._vae_dtype) / self.vae.config.scaling_factor).sample
-        return ((pixels.float() + 1) / 2).clamp(0, 1)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 / AMX); elsewhere oneDNN emulates it, slowly."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True
-
-
-def warn_if_slow_bf16(backbone: Backbone, mixed_precision: str) -> None:
-    if mixed_precision == "bf16" and backbone.device.type == "cpu" and not cpu_has_native_bf16():
-        logger.warning(
-            "mixed_precision='bf16' on a CPU without AVX512-BF16/AMX is emulated and 5-10x slower than float32 "
-            "(measured in benchmarks/); use mixed_precision='no'"
+    def decode(self, latents: torch.Tensor, *, mixed_precision: str = "no") -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] from scaled latents (channels-last, as `encode_distribution`)."""
+        latents = (latents.to(self._vae_dtype) / self.vae.config.scaling_factor).contiguous(
+            memory_format=torch.channels_last
         )
+        with autocast(self.device, mixed_precision):
+            pixels = self.vae.decode(latents).sample
+        return ((pixels.float() + 1) / 2).clamp(0, 1).contiguous()
 
 
 def _read_model_index(path: str, revision: str | None) -> tuple[dict, bool]:

@@ -7,8 +7,11 @@
   divided, chosen so that the VAE-encoder-to-UNet FLOP ratio matches the real model's (`flop_profile` measures
   it; the real SD 1.5 at 256 px: encoder 273 GFLOP, UNet 180 GFLOP, ratio 1.51, attention included). That ratio
   decides what latent caching saves in stage 1, so speed-ups measured here transfer to the real model.
+- ``sd-wide``: the same architecture at a second size, so that a figure holding on one shape only is seen: UNet
+  96-192-384-384 (2.4x sd-reduced's width), CLIP text encoder of width 256, KL VAE 40-80-160-160 (encoder/UNet
+  FLOP ratio 1.51 again).
 
-Run ``python -m benchmarks.backbones`` (from the repository root) to print the FLOP profile of both, and of the full-size SD 1.5 (built on
+Run ``python -m benchmarks.backbones`` (from the repository root) to print the FLOP profile of each, and of the full-size SD 1.5 (built on
 the ``meta`` device, no memory, no weights).
 """
 
@@ -25,7 +28,7 @@ from anogen_aug.backbone import Backbone
 from anogen_aug.testing import ldm_scheduler, tiny_backbone, tiny_clip_tokenizer
 from benchmarks.harness import count_flops, write_result
 
-BACKBONES = ("tiny", "sd-reduced")
+BACKBONES = ("tiny", "sd-reduced", "sd-wide")
 
 #: Stable Diffusion 1.5's shapes (`stable-diffusion-v1-5/stable-diffusion-v1-5`, unet/vae/text_encoder configs).
 SD15 = {
@@ -51,6 +54,19 @@ SD_REDUCED = {
     "text_heads": 2,
     "vocab_size": 49408,
 }
+#: sd-wide: a second SD shape, 2.4x sd-reduced's UNet width (96-192-384-384, cross-attention at three levels)
+#: and a CLIP text encoder of width 256; the VAE width again restores SD 1.5's encoder/UNet FLOP ratio.
+SD_WIDE = {
+    "unet_channels": (96, 192, 384, 384),
+    "unet_heads": 4,
+    "vae_channels": (40, 80, 160, 160),
+    "text_width": 256,
+    "text_ffn": 1024,
+    "text_layers": 12,
+    "text_heads": 4,
+    "vocab_size": 49408,
+}
+SHAPES = {"sd-reduced": SD_REDUCED, "sd-wide": SD_WIDE}
 
 
 def _unet(shape: dict, sample_size: int) -> UNet2DConditionModel:
@@ -110,29 +126,30 @@ def _scheduler_config() -> dict:
     return dict(ldm_scheduler().config)
 
 
-def sd_reduced_backbone(*, seed: int = 0, resolution: int = 256) -> Backbone:
-    """SD 1.5's architecture at reduced width (`SD_REDUCED`), randomly initialised from ``seed``."""
+def sd_shaped_backbone(name: str = "sd-reduced", *, seed: int = 0, resolution: int = 256) -> Backbone:
+    """SD 1.5's architecture at a benchmark width (``"sd-reduced"`` or ``"sd-wide"``), randomly initialised."""
+    shape = SHAPES[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = _text_encoder(SD_REDUCED)
-        unet, vae = _unet(SD_REDUCED, resolution // 8), _vae(SD_REDUCED, resolution)
+        text_encoder = _text_encoder(shape)
+        unet, vae = _unet(shape, resolution // 8), _vae(shape, resolution)
     return Backbone(
         family="sd",
         text_encoder=text_encoder,
-        tokenizer=_clip_tokenizer(SD_REDUCED["vocab_size"]),
+        tokenizer=_clip_tokenizer(shape["vocab_size"]),
         unet=unet,
         vae=vae,
         scheduler_config=_scheduler_config(),
-        name_or_path=f"anogen-aug/bench-sd-reduced-seed{seed}",
+        name_or_path=f"anogen-aug/bench-{name}-seed{seed}",
     )
 
 
 def make_backbone(name: str, *, seed: int = 0) -> Backbone:
-    """``"tiny"`` or ``"sd-reduced"``."""
+    """``"tiny"``, ``"sd-reduced"`` or ``"sd-wide"``."""
     if name == "tiny":
         return tiny_backbone("sd", seed=seed)
-    if name == "sd-reduced":
-        return sd_reduced_backbone(seed=seed)
+    if name in SHAPES:
+        return sd_shaped_backbone(name, seed=seed)
     raise ValueError(f"`backbone` must be one of {BACKBONES}, got {name!r}")
 
 

@@ -17,7 +17,12 @@ support index, flip, timestep, template (each ``(B,)``), the posterior sample, t
 ``latent_dist.sample(generator=...)``. (diffusers' script draws from the global RNG in another order; the work
 done is the same.) With equal draws the fp32 losses agree step for step to float rounding.
 
-    python -m benchmarks.speed_stage1 --backbone sd-reduced --steps 12
+Also: bf16 autocast (ours and the reference in bf16 and in fp32, interleaved; speed figures read "not measurable
+here" on a CPU without native bf16), a `torch.profiler` table of one step of each loop by operator and by region
+(`harness.profile_calls`), and peak RSS in fresh processes.
+
+    python -m benchmarks.speed_stage1 --backbone sd-reduced
+    python -m benchmarks.speed_stage1 --backbone sd-wide --steps 6
     python -m benchmarks.speed_stage1 --backbone tiny --steps 20 --bf16-steps 6
 """
 
@@ -39,6 +44,7 @@ from anogen_aug.inversion import (
     encode_support,
     init_vectors,
     learn_defect_embedding,
+    template_ids,
     train_step,
 )
 from benchmarks import harness
@@ -163,6 +169,11 @@ class DiffusersTextualInversion:
             weight[index_no_updates] = self.orig_embeds_params[index_no_updates]
         return loss.item()
 
+    def regions(self) -> dict:
+        """The modules whose forward passes `harness.profile_calls` tells apart."""
+        unet, vae = self.backbone.unet, self.backbone.vae
+        return {"text encoder": self.text_encoder, "UNet": unet, "VAE encoder": (vae.encoder, vae.quant_conv)}
+
     @property
     def vector(self) -> torch.Tensor:
         return self.text_encoder.get_input_embeddings().weight[self.placeholder_id].detach()
@@ -179,6 +190,7 @@ class OursStepper:
             [self.vectors], lr=config.effective_learning_rate, weight_decay=config.adam_weight_decay
         )
         self.noise_scheduler = backbone.make_noise_scheduler()
+        self.prompt_ids = template_ids(backbone, config)  # (T, L), once, as learn_defect_embedding
 
     def step(self) -> float:
         return train_step(
@@ -189,7 +201,12 @@ class OursStepper:
             self.noise_scheduler,
             config=self.config,
             generator=self.generator,
+            prompt_ids=self.prompt_ids,
         )
+
+    def regions(self) -> dict:
+        """The modules whose forward passes `harness.profile_calls` tells apart."""
+        return {"text encoder": self.backbone.text_encoder, "UNet": self.backbone.unet}
 
 
 def make_support(resolution: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,6 +263,64 @@ def child(args) -> None:
     )
 
 
+def measure_bf16(args, backbone, images, masks, *, native, ours_flops, peak) -> dict:
+    """bf16 autocast: ours and the reference in bf16 and ours in fp32, interleaved. Speed figures only where this
+    CPU has native bf16 (`harness.native_bf16`); elsewhere they read `harness.NOT_MEASURABLE`, the drift stays."""
+    fp32 = InversionConfig(max_train_steps=args.steps, train_batch_size=args.batch)
+    bf16 = InversionConfig(max_train_steps=args.steps, train_batch_size=args.batch, mixed_precision="bf16")
+    if native:  # without native bf16 a step takes tens of seconds: first-call overheads do not matter
+        warm = {k: build(k, backbone, images, masks, bf16, args.seed + 1) for k in ("ours", "reference")}
+        run_steps(warm, 1)
+    runners = {
+        "ours_bf16": build("ours", backbone, images, masks, bf16, args.seed),
+        "reference_bf16": build("reference", backbone, images, masks, bf16, args.seed),
+        "ours_fp32": build("ours", backbone, images, masks, fp32, args.seed),
+        "reference_fp32": build("reference", backbone, images, masks, fp32, args.seed),
+    }
+    times, losses = run_steps(runners, args.bf16_steps)
+    goal = harness.ratio_summary(times["reference_fp32"], times["ours_bf16"])
+    versus_ref = harness.ratio_summary(times["reference_bf16"], times["ours_bf16"])
+    speedup = harness.ratio_summary(times["ours_fp32"], times["ours_bf16"])
+    ref_speedup = harness.ratio_summary(times["reference_fp32"], times["reference_bf16"])
+    drift = loss_agreement(losses["ours_bf16"], losses["ours_fp32"])
+    ref_drift = loss_agreement(losses["reference_bf16"], losses["reference_fp32"])
+    bf16_rate = ours_flops / goal["median_s"][1] / 1e9
+    if native:
+        print(
+            "  " + harness.fmt_ratio("fp32 reference / ours bf16", goal, ">= 2.5x", ("ref fp32", "ours bf16"))
+        )
+        print("  " + harness.fmt_ratio("bf16 step, reference / ours", versus_ref))
+        print("  " + harness.fmt_ratio("ours fp32 / ours bf16 (speed-up)", speedup, labels=("fp32", "bf16")))
+        print(
+            "  " + harness.fmt_ratio("reference fp32 / bf16 (speed-up)", ref_speedup, labels=("fp32", "bf16"))
+        )
+        print(f"  ours bf16: {bf16_rate:.1f} GFLOP/s = {bf16_rate / peak['bfloat16']['best_gflops']:.0%} of the "
+              "bf16 matmul peak")  # fmt: skip
+    else:
+        print(f"  bf16 speed: {harness.NOT_MEASURABLE} (no native bf16 on this CPU: oneDNN emulates it)")
+    print(
+        f"  bf16 loss drift vs fp32 (ours): max abs {drift['max_abs']:.2e}, mean abs {drift['mean_abs']:.2e}"
+    )
+    figure = lambda value: harness.bf16_figure(value, native)  # noqa: E731
+    return {
+        "native_bf16": native,
+        "steps": args.bf16_steps,
+        "reference_fp32_over_ours_bf16": figure(goal),
+        "target": 2.5,
+        "met": figure(goal["median_ratio"] >= 2.5),
+        "reference_bf16_over_ours_bf16": figure(versus_ref),
+        "ours_speedup_over_fp32": figure(speedup),
+        "reference_speedup_over_fp32": figure(ref_speedup),
+        "achieved_gflops_ours": figure(bf16_rate),
+        "loss_drift_ours": drift,
+        "loss_drift_reference": ref_drift,
+        "times_s": figure(times),
+        "losses": losses,
+        "how": "InversionConfig(mixed_precision='bf16'): VAE and UNet forward under torch.autocast(bf16); "
+        "the reference uses the same autocast scope; all four loops interleaved step by step",
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", choices=BACKBONES, default="sd-reduced")
@@ -266,6 +341,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--memory-steps", type=int, default=1, help="steps of the peak-RSS children (0 skips)"
     )
+    parser.add_argument("--profile", type=int, default=2, help="fp32 steps of each loop to profile (0 skips)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -281,7 +357,6 @@ def main(argv=None) -> dict:
     resolution = backbone.resolution
     images, masks = make_support(resolution, args.support, args.seed)
     fp32 = InversionConfig(max_train_steps=args.steps, train_batch_size=args.batch)
-    bf16 = InversionConfig(max_train_steps=args.steps, train_batch_size=args.batch, mixed_precision="bf16")
     print(f"stage 1: backbone {args.backbone} ({resolution} px), batch {args.batch}, k={args.support}, "
           f"{args.threads} thread(s)")  # fmt: skip
     profile = backbone_flop_profile(backbone)
@@ -374,50 +449,18 @@ def main(argv=None) -> dict:
 
     # 5. bf16 autocast: ours and the reference in bf16, and ours in fp32 again for a paired speed-up.
     if args.bf16_steps:
-        if native:  # without native bf16 a step takes tens of seconds: first-call overheads do not matter
-            warm = {k: build(k, backbone, images, masks, bf16, args.seed + 1) for k in ("ours", "reference")}
-            run_steps(warm, 1)
-        runners = {
-            "ours_bf16": build("ours", backbone, images, masks, bf16, args.seed),
-            "reference_bf16": build("reference", backbone, images, masks, bf16, args.seed),
-            "ours_fp32": build("ours", backbone, images, masks, fp32, args.seed),
-        }
-        times16, losses16 = run_steps(runners, args.bf16_steps)
-        versus_ref = harness.ratio_summary(times16["reference_bf16"], times16["ours_bf16"])
-        speedup = harness.ratio_summary(times16["ours_fp32"], times16["ours_bf16"])
-        ref_speedup = median_ref / statistics.median(times16["reference_bf16"])
-        drift = loss_agreement(losses16["ours_bf16"], losses16["ours_fp32"])
-        shared = min(args.bf16_steps, args.steps)
-        ref_drift = loss_agreement(losses16["reference_bf16"][:shared], losses["reference"][:shared])
-        print("  " + harness.fmt_ratio("bf16 step, reference / ours", versus_ref, ">= 2.5x"))
-        print(
-            "  "
-            + harness.fmt_ratio("ours fp32 / ours bf16 (bf16 speed-up)", speedup, labels=("fp32", "bf16"))
+        result["bf16"] = measure_bf16(
+            args, backbone, images, masks, native=native, ours_flops=flops["ours"]["total"], peak=peak
         )
-        print(f"  reference fp32 / bf16 (medians, not paired): {ref_speedup:.2f}x")
-        bf16_rate = flops["ours"]["total"] / versus_ref["median_s"][1] / 1e9
-        share = bf16_rate / peak["bfloat16"]["best_gflops"]
-        print(f"  ours bf16: {bf16_rate:.1f} GFLOP/s = {share:.0%} of the bf16 matmul peak")
-        print(
-            f"  bf16 loss drift vs fp32 (ours): max abs {drift['max_abs']:.2e}, mean abs {drift['mean_abs']:.2e}"
-        )
-        result["bf16"] = {
-            "steps": args.bf16_steps,
-            "reference_over_ours": versus_ref,
-            "target": 2.5,
-            "met": versus_ref["median_ratio"] >= 2.5,
-            "ours_speedup_over_fp32": speedup,
-            "reference_speedup_over_fp32_unpaired": ref_speedup,
-            "loss_drift_ours": drift,
-            "achieved_gflops_ours": bf16_rate,
-            "loss_drift_reference": ref_drift,
-            "times_s": times16,
-            "losses": losses16,
-            "how": "InversionConfig(mixed_precision='bf16'): VAE and UNet forward under torch.autocast(bf16); "
-            "the reference uses the same autocast scope",
-        }
-
-    # 6. Peak RSS, each loop in a fresh process.
+    # 6. Where a step's time goes: torch.profiler tables of both loops (fp32, after a warm-up step).
+    if args.profile:
+        result["profile"] = {}
+        for kind in ("ours", "reference"):
+            runner = build(kind, backbone, images, masks, fp32, args.seed)
+            table = harness.profile_calls(runner.step, calls=args.profile, modules=runner.regions())
+            result["profile"][kind] = table
+            print("  " + harness.fmt_profile(f"profile, {kind} step", table).replace("\n", "\n  "))
+    # 7. Peak RSS, each loop in a fresh process.
     if args.memory_steps:
         result["memory"] = {}
         for kind in ("ours", "reference"):

@@ -8,10 +8,13 @@ our backbone (placeholder hook), so both condition on identical text states. Sam
 resolution; ``output_type="pt"`` (no PIL conversion). Each repeat times one call of each, interleaved.
 
 Also measured: local mode (a 4x-resolution image with a small box against an image at the model's resolution:
-1024 px vs 256 px on sd-reduced), bf16 autocast (speed-up and image drift, PSNR), and peak RSS of each in a
-fresh process.
+1024 px vs 256 px on sd-reduced); bf16 autocast against the fp32 pipeline and fp32 ours, with the drift of ours'
+images (PSNR) and pixel masks (IoU) from fp32 (speed figures read "not measurable here" on a CPU without native
+bf16); batched generation (one `generate_batch` call of 4 images against 4 one-image pipeline calls, and against
+4 one-image calls of ours); and peak RSS of each in a fresh process.
 
-    python -m benchmarks.speed_stage2 --backbone sd-reduced --steps 10
+    python -m benchmarks.speed_stage2 --backbone sd-reduced
+    python -m benchmarks.speed_stage2 --backbone sd-wide --repeats 3 --local-repeats 0 --batch-repeats 2
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
 from anogen_aug.boxes import boxes_to_mask
 from anogen_aug.embedding import DefectEmbedding
-from anogen_aug.generation import AnomalyGenerator, GenerationConfig
+from anogen_aug.generation import AnomalyGenerator, GenerationConfig, spawn_generators
 from benchmarks import harness
 from benchmarks.backbones import BACKBONES, make_backbone
 
@@ -119,18 +122,29 @@ def make_embedding(backbone) -> DefectEmbedding:
     return DefectEmbedding(vector, placeholder_token="<defect>", backbone=backbone.name_or_path)
 
 
-def ours_runner(generator_, images, boxes, seed):
+def ours_runner(generator_, images, boxes, seed, *, synthesis: bool = False):
+    """One `generate` call (one image) or one `generate_batch` call; returns the images (or the `Synthesis`)."""
+
     def run():
         if len(images) == 1:
-            return [
-                generator_.generate(images[0], boxes[0], generator=torch.Generator().manual_seed(seed)).image
-            ]
-        out = generator_.generate_batch(
-            list(images), boxes, generator=torch.Generator().manual_seed(seed), progress=False
-        )
-        return [s.image for s in out]
+            out = [generator_.generate(images[0], boxes[0], generator=torch.Generator().manual_seed(seed))]
+        else:
+            out = generator_.generate_batch(
+                list(images), boxes, generator=torch.Generator().manual_seed(seed), progress=False
+            )
+        return out if synthesis else [s.image for s in out]
 
     return run
+
+
+def one_at_a_time(runs):
+    """The calls ``runs`` in turn (one image each): their outputs, concatenated."""
+    return lambda: [out for run in runs for out in run()]
+
+
+def row_seeds(seed: int, count: int) -> list[int]:
+    """The seeds `generate_batch` gives its rows when called with ``torch.Generator().manual_seed(seed)``."""
+    return [g.initial_seed() for g in spawn_generators(torch.Generator().manual_seed(seed), count)]
 
 
 def reference_runner(reference, images, boxes, seed):
@@ -182,6 +196,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16-repeats", type=int, default=None, help="default --repeats, or 1 without native bf16"
     )
+    parser.add_argument("--local-repeats", type=int, default=None, help="default --repeats (0 skips)")
+    parser.add_argument("--gen-batch", type=int, default=4, help="images of the batched-generation comparison "
+                        "(0 skips)")  # fmt: skip
+    parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS children")
@@ -251,7 +269,7 @@ def measure_local(args, contenders: Contenders, images, boxes, resolution: int, 
         "large": ours_runner(local, big_images, big_boxes, args.seed),
         "native": ours_runner(local, images[:1], boxes[:1], args.seed),
     }
-    times = harness.interleaved(runs, repeats=args.repeats, warmup=1)
+    times = harness.interleaved(runs, repeats=args.local_repeats or args.repeats, warmup=1)
     summary = harness.ratio_summary(times["large"], times["native"])
     print("  " + harness.fmt_ratio(f"local mode, {4 * resolution} px / {resolution} px image", summary,
                                   "<= 1.2x", (f"{4 * resolution} px", f"{resolution} px")))  # fmt: skip
@@ -266,43 +284,124 @@ def measure_local(args, contenders: Contenders, images, boxes, resolution: int, 
     }
 
 
+def measure_batch(args, contenders: Contenders, resolution: int, box_side: int) -> dict:
+    """Batched generation: one `generate_batch` call of ``--gen-batch`` images against as many one-image pipeline
+    calls (the goal) and as many one-image `generate` calls of ours (what batching alone gives), interleaved."""
+    count = args.gen_batch
+    images, boxes = make_inputs(resolution, box_side, count, args.seed + 2)
+    ours, reference = contenders.ours(args.steps), contenders.reference(args.steps)
+    seeds = row_seeds(args.seed, count)
+    outputs = {}
+    single = [ours_runner(ours, images[i : i + 1], boxes[i : i + 1], seeds[i]) for i in range(count)]
+    pipeline = [
+        reference_runner(reference, images[i : i + 1], boxes[i : i + 1], seeds[i]) for i in range(count)
+    ]
+    runs = {
+        "ours_batch": recorded(outputs, "ours_batch", ours_runner(ours, images, boxes, args.seed)),
+        "reference_one_at_a_time": one_at_a_time(pipeline),
+        "ours_one_at_a_time": recorded(outputs, "ours_one", one_at_a_time(single)),
+    }
+    times = harness.interleaved(runs, repeats=args.batch_repeats, warmup=1)
+    goal = harness.ratio_summary(times["reference_one_at_a_time"], times["ours_batch"])
+    batching = harness.ratio_summary(times["ours_one_at_a_time"], times["ours_batch"])
+    difference = max(
+        (a - b).abs().max().item() for a, b in zip(outputs["ours_batch"], outputs["ours_one"], strict=True)
+    )
+    throughput = {k: count / statistics.median(v) for k, v in times.items()}
+    print("  " + harness.fmt_ratio(f"batch {count}: ours generate_batch / pipeline one at a time (images/s)",
+                                  goal, ">= 1.2x", ("pipeline x1", "ours batch")))  # fmt: skip
+    print("  " + harness.fmt_ratio(f"batch {count}: ours generate_batch / ours one at a time", batching,
+                                  labels=("ours x1", "ours batch")))  # fmt: skip
+    print(
+        f"  generate_batch vs one at a time (same row seeds): largest pixel difference {difference * 255:.2f}/255"
+    )
+    return {
+        "images": count,
+        "repeats": args.batch_repeats,
+        **goal,
+        "target": 1.2,
+        "met": goal["median_ratio"] >= 1.2,
+        "ours_batch_over_ours_one_at_a_time": batching,
+        "images_per_s": throughput,
+        "max_pixel_difference_batch_vs_one_at_a_time": difference,
+        "times_s": times,
+        "how": "ours: one generate_batch call (one UNet call of 2 x images rows per DDIM step); reference and "
+        "'ours one at a time': one call per image",
+    }
+
+
 def measure_bf16(
     args, contenders: Contenders, images, boxes, *, steps: int, repeats: int, native: bool
 ) -> dict:
-    """bf16 autocast of the UNet calls: speed-up over fp32 and drift of the images (PSNR), ours and reference."""
-    outputs = {}
-    runs = {}
+    """bf16 autocast (UNet calls, VAE encoder and decoder): speed against the fp32 pipeline (the goal) and fp32
+    ours, and the drift of ours' images (PSNR, whole image and inside the box) and pixel masks (IoU) from fp32.
+    Speed figures only where this CPU has native bf16; elsewhere they read `harness.NOT_MEASURABLE`."""
+    outputs, runs = {}, {}
     for kind in ("ours", "reference"):
-        build = contenders.ours if kind == "ours" else contenders.reference
-        runner = ours_runner if kind == "ours" else reference_runner
         for precision in ("bf16", "fp32"):
             name = f"{kind}_{precision}"
-            contender = build(steps, "bf16") if precision == "bf16" else build(steps)
-            runs[name] = recorded(outputs, name, runner(contender, images, boxes, args.seed))
+            if kind == "ours":
+                contender = contenders.ours(steps, "bf16" if precision == "bf16" else "no")
+                runner = ours_runner(contender, images, boxes, args.seed, synthesis=True)
+            else:
+                contender = contenders.reference(steps, "bf16" if precision == "bf16" else "no")
+                runner = reference_runner(contender, images, boxes, args.seed)
+            runs[name] = recorded(outputs, name, runner)
     times = harness.interleaved(runs, repeats=repeats, warmup=1 if native else 0)
-    speedup = harness.ratio_summary(times["ours_fp32"], times["ours_bf16"])
-    ref_speedup = harness.ratio_summary(times["reference_fp32"], times["reference_bf16"])
-    versus = harness.ratio_summary(times["reference_bf16"], times["ours_bf16"])
-    psnr = {
-        kind: min(
-            harness.psnr(a, b) for a, b in zip(outputs[f"{kind}_bf16"], outputs[f"{kind}_fp32"], strict=True)
-        )
-        for kind in ("ours", "reference")
+    summaries = {
+        "reference_fp32_over_ours_bf16": harness.ratio_summary(times["reference_fp32"], times["ours_bf16"]),
+        "ours_speedup_over_fp32": harness.ratio_summary(times["ours_fp32"], times["ours_bf16"]),
+        "reference_speedup_over_fp32": harness.ratio_summary(
+            times["reference_fp32"], times["reference_bf16"]
+        ),
+        "reference_bf16_over_ours_bf16": harness.ratio_summary(times["reference_bf16"], times["ours_bf16"]),
     }
-    print("  " + harness.fmt_ratio(f"bf16 speed-up of ours (DDIM {steps})", speedup, labels=("fp32", "bf16")))
-    print("  " + harness.fmt_ratio("bf16 speed-up of the reference", ref_speedup, labels=("fp32", "bf16")))
-    print("  " + harness.fmt_ratio("bf16 throughput, ours / reference", versus))
-    print(f"  bf16 vs fp32 image PSNR: ours {psnr['ours']:.1f} dB, reference {psnr['reference']:.1f} dB")
+    drift = bf16_drift(outputs, boxes)
+    labels = {
+        "reference_fp32_over_ours_bf16": ("pipeline fp32", "ours bf16"),
+        "ours_speedup_over_fp32": ("ours fp32", "ours bf16"),
+        "reference_speedup_over_fp32": ("pipeline fp32", "pipeline bf16"),
+        "reference_bf16_over_ours_bf16": ("pipeline bf16", "ours bf16"),
+    }
+    if native:
+        for name, summary in summaries.items():
+            target = ">= 1.8x" if name.startswith("reference_fp32") else None
+            print("  " + harness.fmt_ratio(f"bf16 (DDIM {steps}) {name}", summary, target, labels[name]))
+    else:
+        print(f"  bf16 speed: {harness.NOT_MEASURABLE} (no native bf16 on this CPU: oneDNN emulates it)")
+    print(f"  bf16 vs fp32, ours: PSNR {drift['psnr_db']['ours']:.1f} dB (inside the box "
+          f"{drift['psnr_box_db']:.1f} dB), pixel-mask IoU {drift['mask_iou']:.3f}; reference PSNR "
+          f"{drift['psnr_db']['reference']:.1f} dB")  # fmt: skip
+    figure = lambda value: harness.bf16_figure(value, native)  # noqa: E731
     return {
+        "native_bf16": native,
         "steps": steps,
         "repeats": repeats,
-        "ours_speedup_over_fp32": speedup,
-        "reference_speedup_over_fp32": ref_speedup,
-        "ours_over_reference": versus,
-        "psnr_bf16_vs_fp32_db": psnr,
-        "times_s": times,
-        "how": "GenerationConfig(mixed_precision='bf16'): UNet calls under torch.autocast(bf16); the "
-        "reference's UNet forward wrapped the same way (hooks), VAE and text encoder fp32 in both",
+        **{name: figure(summary) for name, summary in summaries.items()},
+        "target": 1.8,
+        "met": figure(summaries["reference_fp32_over_ours_bf16"]["median_ratio"] >= 1.8),
+        **drift,
+        "times_s": figure(times),
+        "how": "GenerationConfig(mixed_precision='bf16'): UNet calls, VAE encoder and decoder under "
+        "torch.autocast(bf16); the reference's UNet forward wrapped the same way (hooks), its VAE fp32",
+    }
+
+
+def bf16_drift(outputs: dict, boxes) -> dict:
+    """How far bf16 moves the images from fp32 (PSNR, lowest over the images) and ours' pixel masks (IoU)."""
+    ours16, ours32 = outputs["ours_bf16"], outputs["ours_fp32"]
+    in_box = []
+    for a, b, box in zip(ours16, ours32, boxes, strict=True):
+        x0, y0, x1, y1 = (int(v) for v in box[0].tolist())
+        in_box.append(harness.psnr(a.image[:, y0:y1, x0:x1], b.image[:, y0:y1, x0:x1]))
+    images = {"ours": ([s.image for s in ours16], [s.image for s in ours32])}
+    images["reference"] = (outputs["reference_bf16"], outputs["reference_fp32"])
+    return {
+        "psnr_db": {
+            k: min(harness.psnr(a, b) for a, b in zip(*pair, strict=True)) for k, pair in images.items()
+        },
+        "psnr_box_db": min(in_box),
+        "mask_iou": min(harness.mask_iou(a.mask, b.mask) for a, b in zip(ours16, ours32, strict=True)),
     }
 
 
@@ -350,13 +449,17 @@ def main(argv=None) -> dict:
     # 1. Throughput, fp32: ours vs the inpainting pipeline, interleaved.
     result["fp32"] = measure_fp32(args, contenders, images, boxes)
     # 2. Local mode: a 4x image with the same box size costs about as much as an image at the model's size.
-    result["local"] = measure_local(args, contenders, images, boxes, resolution, box_side)
-    # 3. bf16 autocast of the UNet calls: speed-up over fp32 and image drift, ours and reference.
+    if args.local_repeats != 0:
+        result["local"] = measure_local(args, contenders, images, boxes, resolution, box_side)
+    # 3. bf16 autocast: speed against the fp32 pipeline and fp32 ours, and the drift of images and masks.
     if bf16_steps:
         result["bf16"] = measure_bf16(
             args, contenders, images, boxes, steps=bf16_steps, repeats=bf16_repeats, native=native
         )
-    # 4. Peak RSS of one generation, each in a fresh process.
+    # 4. Batched generation: one generate_batch call against one-image pipeline calls.
+    if args.gen_batch:
+        result["batched_generation"] = measure_batch(args, contenders, resolution, box_side)
+    # 5. Peak RSS of one generation, each in a fresh process.
     if not args.no_memory:
         result["memory"] = measure_memory(args)
     path = harness.write_result(out, result)

@@ -106,6 +106,31 @@ def test_encode_decode_shapes(backbone):
     assert decoded.shape == (2, 3, 64, 64) and decoded.min() >= 0 and decoded.max() <= 1
 
 
+def test_the_vae_runs_channels_last_with_the_plain_calls_values(backbone):
+    # encode/decode feed the VAE channels-last pixels (faster on the CPU); the values are the plain calls' to
+    # float rounding, and what comes back is contiguous.
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    latents = backbone.encode(images)
+    with torch.no_grad():
+        plain = backbone.vae.encode(images * 2 - 1).latent_dist.mean * backbone.vae.config.scaling_factor
+        plain_pixels = (
+            (backbone.vae.decode(plain / backbone.vae.config.scaling_factor).sample + 1) / 2
+        ).clamp(0, 1)
+    assert latents.is_contiguous() and torch.allclose(latents, plain, atol=1e-5)
+    decoded = backbone.decode(latents)
+    assert decoded.is_contiguous() and torch.allclose(decoded, plain_pixels, atol=1e-4)
+    bf16 = backbone.decode(latents, mixed_precision="bf16")
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, decoded)
+    assert torch.allclose(bf16, decoded, atol=0.1)
+
+
+def test_encode_text_takes_prompts_or_their_token_ids(backbone):
+    prompts = ["a photo of *", "*"]
+    ids = backbone.token_ids(prompts)
+    assert ids.shape == (2, backbone.max_length) and ids.dtype == torch.long
+    assert torch.equal(backbone.encode_text(ids), backbone.encode_text(prompts))
+
+
 def test_unknown_layout_and_missing_folder_are_clear_errors(tmp_path):
     (tmp_path / "model_index.json").write_text(
         json.dumps({"_class_name": "X", "unet": [], "transformer": []})
@@ -126,3 +151,22 @@ def test_init_vector_must_be_one_token(backbone):
     assert backbone.init_vector("defect").shape == (backbone.token_dim,)
     with pytest.raises(ValueError, match="single token"):
         backbone.init_vector("defect scratch")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):
+    from anogen_aug import precision
+
+    for native, mixed_precision, warned in [
+        (False, "bf16", True),
+        (False, "no", False),
+        (True, "bf16", False),
+    ]:
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="anogen_aug.precision"):
+            precision.warn_if_slow_bf16(torch.device("cpu"), mixed_precision)
+        assert ("emulated" in caplog.text) is warned
+    with precision.autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with precision.autocast(torch.device("cpu"), "no"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

@@ -19,6 +19,7 @@ from anogen_aug.inversion import (
     load_checkpoint,
     masked_mse,
     save_checkpoint,
+    template_ids,
     train_step,
 )
 from anogen_aug.masks import resize_mask
@@ -153,6 +154,36 @@ def test_driving_train_step_reproduces_learn_defect_embedding_bit_for_bit(family
     assert losses == expected
     assert torch.equal(vectors.detach(), embedding.vectors)
     assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_template_ids_tokenise_each_template_once_with_the_placeholders_in_place():
+    model = backbone("sd")
+    config = InversionConfig(
+        num_vectors=2, templates=("a photo of a {}", "{} on a cable"), train_batch_size=3
+    )
+    ids = template_ids(model, config)  # (T, L)
+    placeholder = model.tokenizer(model.placeholder_text(1), add_special_tokens=False)["input_ids"][0]
+    assert ids.shape == (2, model.max_length)
+    for row, template in zip(ids, config.prompt_templates):
+        assert torch.equal(row, model.token_ids([template.format(model.placeholder_text(2))])[0])
+        assert int((row == placeholder).sum()) == 2
+    # Passing them gives the very losses of tokenising at every step; ids of other templates are refused.
+    images, masks = support_batch(2)
+    support = encode_support(model, images, masks)
+    losses = []
+    for prompt_ids in (None, ids):
+        vectors = init_vectors(model, config).requires_grad_(True)
+        optimizer = torch.optim.AdamW([vectors], lr=config.effective_learning_rate)
+        generator, scheduler = torch.Generator().manual_seed(1), model.make_noise_scheduler()
+        losses.append([
+            train_step(model, support, vectors, optimizer, scheduler, config=config, generator=generator,
+                       prompt_ids=prompt_ids)
+            for _ in range(2)
+        ])  # fmt: skip
+    assert losses[0] == losses[1]
+    with pytest.raises(ValueError, match="prompt_ids"):
+        train_step(model, support, vectors, optimizer, scheduler, config=config, generator=generator,
+                   prompt_ids=ids[:1])  # fmt: skip
 
 
 def test_the_support_set_is_resized_bicubically_mask_and_all_before_encoding():

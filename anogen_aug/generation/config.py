@@ -28,7 +28,8 @@ class GenerationConfig:
         mask_threshold: Fixed threshold on the smoothed mean absolute change for the pixel mask; ``None`` for
             Otsu's threshold inside each box.
         max_batch_size: Most rows per UNet call (an image with guidance takes two).
-        mixed_precision: ``"no"`` or ``"bf16"`` (UNet calls under ``torch.autocast`` with bfloat16).
+        mixed_precision: ``"no"`` or ``"bf16"`` (the UNet calls and the VAE encoder and decoder under
+            ``torch.autocast`` with bfloat16; text states, the sampling math and the latents stay float32).
     """
 
     num_inference_steps: int = 50

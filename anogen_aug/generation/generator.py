@@ -13,10 +13,11 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone, warn_if_slow_bf16
+from ..backbone import Backbone
 from ..boxes import boxes_to_mask, check_boxes
 from ..embedding import DefectEmbedding
 from ..images import quantize
+from ..precision import autocast, warn_if_slow_bf16
 from ..sampling import (
     blend_known_region,
     classifier_free_guidance,
@@ -127,7 +128,7 @@ class AnomalyGenerator:
         images = list(images.unbind(0)) if isinstance(images, torch.Tensor) and images.ndim == 4 else images
         images, boxes = _check_inputs(images, boxes, ("images", "boxes"))
         generators = _check_generators(generator, len(images))
-        warn_if_slow_bf16(self.backbone, config.mixed_precision)
+        warn_if_slow_bf16(self.backbone.device, config.mixed_precision)
         # 2. Working window per image: the authors resize the whole image to the model's resolution; local mode
         #    crops a window around the boxes instead, so the cost does not grow with the image size.
         windows = [
@@ -169,14 +170,15 @@ class AnomalyGenerator:
         crops = torch.cat(
             [crop_window(image, window, backbone.resolution) for image, window in zip(images, windows)]
         )
-        z0 = backbone.encode(crops.to(backbone.device)).float()  # (G, 4, h, w)
+        precision = self.config.mixed_precision
+        z0 = backbone.encode(crops.to(backbone.device), mixed_precision=precision).float()  # (G, 4, h, w)
         # 5. Box mask at latent size, any overlap counts (the authors' resize + "!= 0"); keep = 1 - box.
         keep = [latent_keep_mask(b, window, z0.shape[-2:]) for b, window in zip(boxes, windows)]
         keep = torch.stack(keep).to(backbone.device)  # (G, 1, h, w)
         # 6. DDIM with classifier-free guidance, the known region re-noised before every UNet call.
         latents = self._denoise(z0, keep, text, generators=generators, on_step=on_step)
         # 7. Decode; steps 8-9 per image.
-        decoded = backbone.decode(latents).float()  # (G, 3, resolution, resolution)
+        decoded = backbone.decode(latents, mixed_precision=precision)  # (G, 3, resolution, resolution)
         return [
             self._compose(image, b, window, decoded[row])
             for row, (image, b, window) in enumerate(zip(images, boxes, windows))
@@ -240,11 +242,8 @@ class AnomalyGenerator:
         dtype = self.backbone.dtype  # diffusers' `unet.dtype` walks every submodule (ms per call)
         rows = latents.repeat(k, 1, 1, 1).to(dtype)  # (k*G, 4, h, w): all uncond rows, then all cond rows
         context = text.repeat_interleave(count, dim=0).to(dtype)  # (k*G, L, D)
-        autocast = torch.autocast(
-            device_type=rows.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
-        )
         outputs = []
-        with autocast:
+        with autocast(rows.device, config.mixed_precision):
             for start in range(0, rows.shape[0], config.max_batch_size):
                 chunk = slice(start, start + config.max_batch_size)
                 outputs.append(unet(rows[chunk], t, encoder_hidden_states=context[chunk]).sample)

@@ -10,7 +10,7 @@ where ``M_a`` is the defect mask at latent resolution. The mask keeps ``v`` from
 
 Where things live: `learn` (the story, `learn_defect_embedding`), `config` (`InversionConfig`), `templates`
 (`IMAGENET_TEMPLATES_SMALL`), `step` (one optimisation step as public parts: `encode_support`, `init_vectors`,
-`train_step`, `masked_mse`), `checkpoints` (resumable checkpoints).
+`template_ids`, `train_step`, `masked_mse`), `checkpoints` (resumable checkpoints).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from .checkpoints import RESUMABLE_CHANGES, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import InversionConfig
 from .learn import learn_defect_embedding
-from .step import SupportLatents, encode_support, init_vectors, masked_mse, train_step
+from .step import SupportLatents, encode_support, init_vectors, masked_mse, template_ids, train_step
 from .templates import IMAGENET_TEMPLATES_SMALL
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "load_checkpoint",
     "masked_mse",
     "save_checkpoint",
+    "template_ids",
     "train_step",
 ]

@@ -17,14 +17,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import Backbone, warn_if_slow_bf16
+from ..backbone import Backbone
 from ..embedding import DefectEmbedding
 from ..images import resize_image
 from ..masks import resize_mask
+from ..precision import warn_if_slow_bf16
 from ..support import SupportSet, load_support_set
 from .checkpoints import latest_checkpoint, load_checkpoint, locked_output_dir, save_checkpoint
 from .config import InversionConfig
-from .step import SupportLatents, encode_support, init_vectors, train_step
+from .step import SupportLatents, encode_support, init_vectors, template_ids, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _check_arguments(
         raise TypeError(f"`backbone` must be a Backbone (see load_backbone), got {type(backbone).__name__}")
     if resume and output_dir is None:
         raise ValueError("`resume=True` needs the `output_dir` that holds the checkpoints")
-    warn_if_slow_bf16(backbone, config.mixed_precision)
+    warn_if_slow_bf16(backbone.device, config.mixed_precision)
     return config
 
 
@@ -233,6 +234,7 @@ def _optimise(
         config.effective_learning_rate,
     )
     noise_scheduler = backbone.make_noise_scheduler()
+    prompt_ids = template_ids(backbone, config)  # (T, L): tokenised once, not at every step
     bar = tqdm(
         total=config.max_train_steps,
         initial=start,
@@ -250,6 +252,7 @@ def _optimise(
                 noise_scheduler,
                 config=config,
                 generator=run.generator,
+                prompt_ids=prompt_ids,
             )
             if not math.isfinite(loss):
                 raise FloatingPointError(

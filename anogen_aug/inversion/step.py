@@ -7,8 +7,14 @@ loop):
     >>> support = encode_support(backbone, images, masks)  # (K, 3, R, R), (K, 1, R, R) at the training size
     >>> vectors = init_vectors(backbone, config).to(backbone.device).requires_grad_(True)
     >>> optimizer = torch.optim.AdamW([vectors], lr=config.effective_learning_rate)
+    >>> prompts = template_ids(backbone, config)  # (T, L): every template tokenised once
     >>> loss = train_step(backbone, support, vectors, optimizer, backbone.make_noise_scheduler(),
-    ...                   config=config, generator=torch.Generator().manual_seed(0))
+    ...                   config=config, generator=torch.Generator().manual_seed(0), prompt_ids=prompts)
+
+Everything a step repeats that does not depend on the step's draws is done once, outside it: the VAE posterior
+of the support set and of its flips, the latent masks (`encode_support`), the templates' token ids
+(`template_ids`). A step is then the text encoder and the UNet, forward and backward, and elementwise work
+(``benchmarks/README.md`` holds the profile).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from ..backbone import Backbone
 from ..checks import check_choice
 from ..masks import resize_mask
+from ..precision import autocast
 from .config import InversionConfig
 
 
@@ -40,10 +47,6 @@ class SupportLatents:
     def num_images(self) -> int:
         """K, the number of support images (each is held twice: as given and flipped)."""
         return self.mean.shape[0] // 2
-
-
-def _autocast(backbone: Backbone, mixed_precision: str):
-    return torch.autocast(backbone.device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
 @torch.no_grad()
@@ -77,10 +80,10 @@ def encode_support(
     check_choice(mixed_precision, "mixed_precision", ("no", "bf16"))
     pixels = torch.cat([images, images.flip(-1)])  # (2K, 3, R, R)
     pixel_masks = torch.cat([masks, masks.flip(-1)]).to(backbone.device)  # (2K, 1, R, R)
-    with _autocast(backbone, mixed_precision):
-        posterior = backbone.encode_distribution(pixels)
+    posterior = backbone.encode_distribution(pixels, mixed_precision=mixed_precision)
     scale = backbone.vae.config.scaling_factor
-    mean, std = posterior.mean.float() * scale, posterior.std.float() * scale  # (2K, C, h, w)
+    mean = (posterior.mean.float() * scale).contiguous()  # (2K, C, h, w)
+    std = (posterior.std.float() * scale).contiguous()  # (2K, C, h, w)
     mask = resize_mask(pixel_masks, mean.shape[-2:], rule="overlap")  # (2K, 1, h, w)
     return SupportLatents(mean=mean, std=std, mask=mask)
 
@@ -102,6 +105,15 @@ def init_vectors(backbone: Backbone, config: InversionConfig) -> torch.Tensor:
     return vector.float().repeat(config.num_vectors, 1)  # (n, D)
 
 
+def template_ids(
+    backbone: Backbone, config: InversionConfig, *, num_vectors: int | None = None
+) -> torch.Tensor:
+    """Token ids ``(T, L)`` of ``config.prompt_templates`` with the placeholder of ``num_vectors`` vectors (default
+    ``config.num_vectors``) in place: what `train_step` feeds the text encoder, tokenised once for all steps."""
+    placeholder = backbone.placeholder_text(num_vectors or config.num_vectors)
+    return backbone.token_ids([template.format(placeholder) for template in config.prompt_templates])
+
+
 def train_step(
     backbone: Backbone,
     support: SupportLatents,
@@ -111,6 +123,7 @@ def train_step(
     *,
     config: InversionConfig,
     generator: torch.Generator,
+    prompt_ids: torch.Tensor | None = None,
 ) -> float:
     """Draw a batch, take the masked denoising loss, backpropagate to ``vectors``, step the optimiser.
 
@@ -126,18 +139,21 @@ def train_step(
         noise_scheduler: ``backbone.make_noise_scheduler()``: the forward process and the prediction type.
         config: Batch size, flip probability, templates, loss normaliser, mixed precision.
         generator: The source of every draw above.
+        prompt_ids: `template_ids` of this backbone and config, computed once by the caller (None: computed
+            here; the same ids, so the same loss).
 
     Returns:
         The loss of the batch.
     """
-    size, where, device = config.train_batch_size, generator.device, backbone.device
+    size, where, device, dtype = config.train_batch_size, generator.device, backbone.device, backbone.dtype
     templates = config.prompt_templates
+    prompt_ids = _checked_prompt_ids(backbone, config, vectors, prompt_ids)  # (T, L)
     image = torch.randint(0, support.num_images, (size,), generator=generator, device=where)
     flip = torch.rand(size, generator=generator, device=where) < config.flip_p
     rows = (image + support.num_images * flip.long()).to(device)  # (B,)
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, num_train_timesteps, (size,), generator=generator, device=where).to(device)
-    choice = torch.randint(0, len(templates), (size,), generator=generator, device=where).tolist()
+    choice = torch.randint(0, len(templates), (size,), generator=generator, device=where)
     shape = (size, *support.mean.shape[1:])
     posterior_noise = torch.randn(shape, generator=generator, device=where).to(device)
     noise = torch.randn(shape, generator=generator, device=where).to(device)
@@ -148,14 +164,13 @@ def train_step(
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
-    placeholder = backbone.placeholder_text(vectors.shape[0])
     with backbone.placed(vectors):
-        hidden = backbone.encode_text([templates[j].format(placeholder) for j in choice])  # (B, L, D)
-    with _autocast(backbone, config.mixed_precision):
+        hidden = backbone.encode_text(prompt_ids[choice.to(prompt_ids.device)])  # (B, L, D)
+    with autocast(device, config.mixed_precision):
         prediction = backbone.unet(
-            noisy.to(backbone.dtype),
+            noisy.to(dtype),
             timesteps,
-            encoder_hidden_states=hidden.to(backbone.dtype),
+            encoder_hidden_states=hidden.to(dtype),
             return_dict=False,
         )[0]
     loss = masked_mse(
@@ -165,6 +180,19 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def _checked_prompt_ids(backbone, config, vectors, prompt_ids) -> torch.Tensor:
+    """``prompt_ids`` after checking its shape against the templates, or `template_ids` when None."""
+    if prompt_ids is None:
+        return template_ids(backbone, config, num_vectors=vectors.shape[0])
+    count = len(config.prompt_templates)
+    if prompt_ids.ndim != 2 or prompt_ids.shape[0] != count:
+        raise ValueError(
+            f"`prompt_ids` must be (T, L) with one row per template (T = {count}; see template_ids), "
+            f"got {tuple(prompt_ids.shape)}"
+        )
+    return prompt_ids
 
 
 def masked_mse(

@@ -1,26 +1,27 @@
 """Downstream quality on real data: does training on generated anomalies make a detector better?
 
-CPU protocol (about half an hour on 2 CPU cores): supervised segmentation from generated anomalies, the
-protocol of AnomalyDiffusion / DualAnoDiff / SeaS. For each data set (MVTec AD layout) and seed:
+Two CPU protocols, one command each; for each data set (MVTec AD layout: Magnetic Tile, KolektorSDD, MVTec 3D-AD
+tire by default) and seed, k = 3 support anomalies per defect type are drawn from the test split and REMOVED from
+the evaluation set, and a crop-and-paste bank (`CopyPasteGenerator`, exact masks) is written from them onto the
+normal train images.
 
-1. k = 3 support anomalies per defect type are drawn from the test split and REMOVED from the evaluation set;
-2. a crop-and-paste bank (`CopyPasteGenerator`, exact masks) is written from them onto the normal train
-   images;
-3. a small U-Net (`anogen_aug.integrations.segmentation`) is trained from scratch per arm, then tested on the
-   remaining real test images: image AUROC, pixel AUROC, pixel AP, F1-max, AUPRO.
+- segmentation (about 45 minutes on one core): a small U-Net (`anogen_aug.integrations.segmentation`) trained
+  from scratch per arm, starting at P(anomalous) = 0.5 (``--prior``, DRAEM's softmax head starts there too), so
+  the tau mask is not pre-empted by the prior. Arms: ``perlin``, ``box_tau1.0`` / ``box_tau0.9`` (the bank read
+  with ``boxes_only``: labelled by boxes as the diffusion generator's output), ``pixel_mask`` (exact masks),
+  ``perlin+bank``; ``diffusion`` needs a bank made with a real backbone (``--diffusion-bank``).
+- draem (about an hour on one core): `WeakDraem` at reduced size and width through `train_detector`, the same
+  optimiser steps per arm: ``perlin`` (no bank, anomalib's recipe), ``box_tau1.0`` / ``box_tau0.9`` (bank labels
+  "boxes"), ``pixel_mask``.
 
-Arms: ``perlin`` (no generated anomalies: anomalib's Perlin anomalies), ``box_tau1.0`` / ``box_tau0.9`` (the
-bank labelled by boxes, weak supervision off / at the paper's tau), ``pixel_mask`` (the same bank with its
-exact pixel masks), ``perlin+bank`` (both; bank labelled by boxes at tau 0.9). Every arm sees the same share
-(one half) of anomalous training items. The ``diffusion`` arm (the paper's generator, box labels, tau 0.9)
-needs a bank made with a real backbone: ``--arms diffusion --diffusion-bank 'banks/{category}/seed{seed}'``
-(see benchmarks/README.md).
-
-    python -m benchmarks.downstream --out benchmarks/results/downstream.json
+    python -m benchmarks.downstream                       # -> benchmarks/results/downstream.json
+    python -m benchmarks.downstream --protocol draem      # -> benchmarks/results/downstream_draem.json
     python -m benchmarks.downstream --gpu-protocol        # print DRAEM / DeSTSeg commands (paper settings)
     python -m benchmarks.downstream --smoke-gpu-protocol  # run those commands at toy size on the CPU
 
-Writes JSON (results per seed, mean and std, package versions, git commit, machine) and prints a markdown
-table. Modules: ``arms`` (the recipes and the bank), ``evaluation`` (the test images), ``cpu_protocol``,
-``gpu_protocol``, ``__main__`` (the command line).
+Both write JSON after every run (``--resume`` keeps what is there: results per seed, mean and std, package
+versions, git commit, machine) and print a markdown table. Modules: ``arms`` (the segmentation recipes and the
+bank), ``evaluation`` (the test images), ``record`` (what the protocols share: the resumable record, the loop over
+data sets and seeds, summary and table), ``cpu_protocol`` (segmentation), ``draem_protocol``, ``gpu_protocol``,
+``__main__`` (the command line).
 """

@@ -6,25 +6,31 @@ measured with interleaved repeats (A B A B ...), so a machine shared with other 
 """
 
 from .flops import ExplicitAttention, count_flops, matmul_peak
-from .images import psnr, synthetic_defect, synthetic_normal
+from .images import mask_iou, psnr, synthetic_defect, synthetic_normal
 from .memory import current_rss_mib, peak_rss_mib, reset_peak_rss, run_child
-from .precision import autocast, native_bf16
+from .precision import NOT_MEASURABLE, autocast, bf16_figure, native_bf16
+from .profile import fmt_profile, profile_calls
 from .provenance import RESULTS, ROOT, environment, write_result
 from .timing import fmt_ratio, interleaved, ratio_summary, set_threads, timed
 
 __all__ = [
+    "NOT_MEASURABLE",
     "RESULTS",
     "ROOT",
     "ExplicitAttention",
     "autocast",
+    "bf16_figure",
     "count_flops",
     "current_rss_mib",
     "environment",
+    "fmt_profile",
     "fmt_ratio",
     "interleaved",
+    "mask_iou",
     "matmul_peak",
     "native_bf16",
     "peak_rss_mib",
+    "profile_calls",
     "psnr",
     "ratio_summary",
     "reset_peak_rss",

@@ -33,3 +33,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB between two images in [0, 1] (``inf`` when identical)."""
     mse = torch.mean((a.double() - b.double()) ** 2).item()
     return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two {0, 1} masks (1.0 when both are empty)."""
+    a, b = a.bool(), b.bool()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union

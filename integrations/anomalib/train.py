@@ -88,25 +88,13 @@ def train_detector(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig or None, got {type(config).__name__}")
     folder = check_mvtec_layout(data_root, category)
-    if bank is None and config.p:
-        raise ValueError(
-            f"`config.p` is {config.p}, but no bank was given: give a bank, or p=0 for the baseline"
-        )
     out = Path(out_dir)
     seed_everything(config.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
     # 2. Data: anomalib's Folder (test = every defect + test/good, less the support images when asked), its
     #    train set mixed with the bank.
-    datamodule = AnoGenDataModule(
-        _folder_datamodule(folder, config),
-        bank,
-        p=0.0 if bank is None else config.effective_p,
-        defect_type=config.defect_type,
-        boxes_only=config.bank_labels == "boxes",
-        seed=config.seed,
-        exclude_images=_support_images(config.exclude_support, folder.category),
-    )
+    datamodule = _datamodule(folder, config, bank)
 
     # 3. Model with a pre-processor at `image_size`; no anomalib visualizer (maps are written below).
     de_st_steps = _de_st_steps(config, len(folder.train)) if config.model == "destseg" else None
@@ -137,6 +125,22 @@ def train_detector(
         "maps": [str(m) for m in maps],
         "checkpoint": engine.best_model_path or None,
     }
+
+
+def _datamodule(folder: MVTecFolder, config: TrainConfig, bank) -> AnoGenDataModule:
+    if bank is None and config.p:
+        raise ValueError(
+            f"`config.p` is {config.p}, but no bank was given: give a bank, or p=0 for the baseline"
+        )
+    return AnoGenDataModule(
+        _folder_datamodule(folder, config),
+        bank,
+        p=0.0 if bank is None else config.effective_p,
+        defect_type=config.defect_type,
+        boxes_only=config.bank_labels == "boxes",
+        seed=config.seed,
+        exclude_images=_support_images(config.exclude_support, folder.category),
+    )
 
 
 def _support_images(support_json: str | None, category: str) -> list[str] | None:
