@@ -21,8 +21,8 @@ from .record import EXTRA_PACKAGES, save
 DATASETS = ("magnetic_tile/magnetic_tile", "kolektorsdd/kolektorsdd", "mvtec_3d_ad_rgb/tire")
 #: Per protocol: the defaults that differ, and the result file.
 PROTOCOLS = {
-    "segmentation": {"image_size": 96, "arms": DEFAULT_ARMS, "out": "downstream.json"},
-    "draem": {"image_size": 96, "arms": list(DRAEM_ARMS), "out": "downstream_draem.json"},
+    "segmentation": {"image_size": 96, "lr": 1e-2, "arms": DEFAULT_ARMS, "out": "downstream.json"},
+    "draem": {"image_size": 96, "lr": 1e-3, "arms": list(DRAEM_ARMS), "out": "downstream_draem.json"},
 }
 
 
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--k", type=int, default=3, help="support anomalies per defect type")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--lr", type=float, help="learning rate (segmentation: AdamW 1e-2; draem: Adam 1e-3)")
     parser.add_argument("--base-channels", type=int, default=8, help="U-Net width of the first level")
     parser.add_argument("--loss", choices=["focal", "bce"], default="focal", help="per-pixel loss")
     parser.add_argument(
@@ -90,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     defaults = PROTOCOLS[args.protocol]
     args.image_size = args.image_size or defaults["image_size"]
+    args.lr = args.lr or defaults["lr"]
     args.arms = args.arms or defaults["arms"]
     args.out = args.out or ROOT / "benchmarks" / "results" / defaults["out"]
     known = DRAEM_ARMS if args.protocol == "draem" else ARMS

@@ -81,7 +81,7 @@ def _run_seed(folder: MVTecFolder, seed: int, pending: list[str], entries: dict,
             batch_size=args.batch_size, seed=seed, accelerator="cpu", exclude_support=str(support_json),
             save_checkpoint=False, num_maps=args.maps, bank_labels=arm.bank_labels,
             model_options={"reconstruction_width": args.reconstruction_width,
-                           "discrimination_width": args.discrimination_width},
+                           "discrimination_width": args.discrimination_width, "learning_rate": args.lr},
         )  # fmt: skip
         started = time.perf_counter()
         outcome = train_detector(
@@ -100,8 +100,8 @@ def _run_seed(folder: MVTecFolder, seed: int, pending: list[str], entries: dict,
 
 
 def _config(args) -> dict:
-    keys = ("image_size", "steps", "batch_size", "reconstruction_width", "discrimination_width", "seeds", "arms",
-            "k", "boxes_per_image", "threads")  # fmt: skip
+    keys = ("image_size", "steps", "batch_size", "lr", "reconstruction_width", "discrimination_width", "seeds",
+            "arms", "k", "boxes_per_image", "threads")  # fmt: skip
     config = {key: getattr(args, key) for key in keys}
     config["data"] = [str(p) for p in args.data]
     return config

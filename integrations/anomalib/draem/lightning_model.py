@@ -32,7 +32,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anogen_aug.checks import check_bool, check_int, check_probability
+from anogen_aug.checks import check_bool, check_int, check_number, check_probability
 from anogen_aug.losses import TauOf, check_tau
 
 from ..batch import anomaly_targets
@@ -58,6 +58,8 @@ class WeakDraem(Draem):
             default False: exact masks are fully supervised.
         reconstruction_width, discrimination_width: Base widths of DRAEM's two sub-networks (anomalib's 128
             and 64, 97 M parameters); smaller widths give a cheaper DRAEM (CPU runs, tests).
+        learning_rate: Adam's learning rate (anomalib's and the authors' 1e-4, divided by 10 at epochs 400 and
+            600); a run of a few hundred steps learns little at 1e-4.
         enable_sspcab, sspcab_lambda, beta, pre_processor, post_processor, evaluator, visualizer: As anomalib's
             `Draem` (``pre_processor`` must not normalise).
     """
@@ -71,6 +73,7 @@ class WeakDraem(Draem):
         weak_on_perlin: bool = False,
         reconstruction_width: int = 128,
         discrimination_width: int = 64,
+        learning_rate: float = 1e-4,
         enable_sspcab: bool = False,
         sspcab_lambda: float = 0.1,
         beta: float | tuple[float, float] = (0.1, 1.0),
@@ -85,6 +88,7 @@ class WeakDraem(Draem):
         perlin_p = check_probability(perlin_p, "perlin_p")
         check_int(reconstruction_width, "reconstruction_width")
         check_int(discrimination_width, "discrimination_width")
+        self.learning_rate = check_number(learning_rate, "learning_rate", low=0.0, low_open=True)
         # Draem.__init__ is skipped on purpose: it downloads DTD when `dtd_dir` is missing (also for None) and
         # builds the full-width networks; the attributes it sets are set here the same way.
         AnomalibModule.__init__(
@@ -118,6 +122,12 @@ class WeakDraem(Draem):
     @staticmethod
     def configure_evaluator():
         return anogen_evaluator()
+
+    def configure_optimizers(self):
+        """anomalib's: Adam on both sub-networks, MultiStepLR [400, 600] x 0.1, at `learning_rate`."""
+        optimizer = torch.optim.Adam(params=self.model.parameters(), lr=self.learning_rate)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[400, 600], gamma=0.1)
+        return [optimizer], [scheduler]
 
     def training_step(self, batch: Batch, *args, **kwargs) -> dict[str, torch.Tensor]:
         """One step of the AnoGen DRAEM recipe (see the module docstring)."""
