@@ -41,3 +41,19 @@ def backbone(request):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A tiny MVTec-layout folder holding the category "tiny" (`anomalib_toy.write_mvtec_folder`)."""
+    from anomalib_toy import write_mvtec_folder
+
+    return write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
+
+
+@pytest.fixture(scope="module")
+def bank(data_root, tmp_path_factory):
+    """6 crop-and-paste samples of ``data_root``'s anomalies on its normals (`anomalib_toy.write_toy_bank`)."""
+    from anomalib_toy import write_toy_bank
+
+    return write_toy_bank(data_root, tmp_path_factory.mktemp("bank"))

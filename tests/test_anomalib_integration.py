@@ -24,7 +24,7 @@ from anomalib.data.datamodules.base.image import AnomalibDataModule  # noqa: E40
 from anomalib.engine import Engine  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from anogen_aug.bank import AnomalyBank, write_bank  # noqa: E402
+from anogen_aug.bank import write_bank  # noqa: E402
 from anogen_aug.boxes import BoxSampler  # noqa: E402
 from anogen_aug.integrations.anomalib import (  # noqa: E402
     METRIC_NAMES,
@@ -41,17 +41,6 @@ from anogen_aug.paste import CopyPasteGenerator  # noqa: E402
 from anomalib_toy import HEIGHT, WIDTH, write_mvtec_folder, write_toy_bank  # noqa: E402
 
 SMALL_DRAEM = {"reconstruction_width": 8, "discrimination_width": 8}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
-
-
-@pytest.fixture(scope="module")
-def bank(data_root, tmp_path_factory) -> AnomalyBank:
-    """6 crop-and-paste samples at the normal images' own size (56x64)."""
-    return write_toy_bank(data_root, tmp_path_factory.mktemp("bank"))
 
 
 def _folder(data_root: Path, **kwargs) -> Folder:

@@ -12,18 +12,6 @@ import torch
 from anogen_aug.bank import AnomalyBank
 from anogen_aug.transforms import AnoGenAugment
 
-from anomalib_toy import write_mvtec_folder, write_toy_bank
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
-
-
-@pytest.fixture(scope="module")
-def bank(data_root, tmp_path_factory) -> AnomalyBank:
-    return write_toy_bank(data_root, tmp_path_factory.mktemp("bank"))
-
 
 def test_boxes_only_hides_every_pixel_mask_behind_its_box(bank):
     view = AnomalyBank(bank.root, boxes_only=True)

@@ -30,20 +30,10 @@ from anogen_aug.integrations.anomalib import (  # noqa: E402
     consumes_anomalies,
 )
 
-from anomalib_toy import CATEGORY, serve_random_timm_weights, write_mvtec_folder, write_toy_bank  # noqa: E402
+from anomalib_toy import CATEGORY, serve_random_timm_weights  # noqa: E402
 
 BACKBONE = "resnet18.tv_in1k"  # SuperSimpleNet wants torchvision V1 weights; resnet18 keeps the toy small
 SIZE = 128  # SuperSimpleNet's feature-level Perlin noise needs feature maps of 32 px (input / 4) or more
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return write_mvtec_folder(tmp_path_factory.mktemp("mvtec"))
-
-
-@pytest.fixture(scope="module")
-def bank(data_root, tmp_path_factory):
-    return write_toy_bank(data_root, tmp_path_factory.mktemp("bank"))
 
 
 @pytest.fixture(scope="module")
