@@ -88,6 +88,13 @@ MUTANTS = [
     Mutant("tau mask: strict comparison", "anogen_aug/losses.py",
            "confident_normal = prob_normal.detach() >= tau", "confident_normal = prob_normal.detach() > tau",
            ("tests/test_losses.py",)),
+    # stage 1: each row's text is the template drawn for it
+    Mutant("stage-1 template: always the first", "anogen_aug/inversion/step.py",
+           "prompt_ids[choice.to(prompt_ids.device)]",
+           "prompt_ids[torch.zeros_like(choice).to(prompt_ids.device)]", tuple(STAGE1)),
+    Mutant("stage-1 template: rows swapped", "anogen_aug/inversion/step.py",
+           "prompt_ids[choice.to(prompt_ids.device)]", "prompt_ids[choice.flip(0).to(prompt_ids.device)]",
+           tuple(STAGE1)),
     # the transform's alpha blend
     Mutant("transform blend: alpha ignored", "anogen_aug/transforms.py",
            "blended = image.float() * (1 - alpha) + content * top * alpha",

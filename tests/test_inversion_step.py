@@ -186,6 +186,40 @@ def test_template_ids_tokenise_each_template_once_with_the_placeholders_in_place
                    prompt_ids=ids[:1])  # fmt: skip
 
 
+def test_each_row_is_conditioned_on_the_template_drawn_for_it():
+    # The draws in the documented order (support index, flip, timestep, template), replayed here with the same
+    # seed; each row's text must be its own template with the placeholder, tokenised independently of the step.
+    model = backbone("sd")
+    config = InversionConfig(
+        templates=("a photo of a {}", "{} on a cable", "a close-up of {}"), train_batch_size=4
+    )
+    images, masks = support_batch(2)
+    support = encode_support(model, images, masks)
+    vectors = init_vectors(model, config).requires_grad_(True)
+    optimizer = torch.optim.AdamW([vectors], lr=config.effective_learning_rate)
+    scheduler = model.make_noise_scheduler()
+    replay = torch.Generator().manual_seed(7)
+    torch.randint(0, support.num_images, (4,), generator=replay)
+    torch.rand(4, generator=replay)
+    torch.randint(0, scheduler.config.num_train_timesteps, (4,), generator=replay)
+    choice = torch.randint(0, 3, (4,), generator=replay).tolist()
+    assert len(set(choice)) > 1  # the seed draws different templates, so a row mix-up shows
+    texts = [config.prompt_templates[j].format(model.placeholder_text(1)) for j in choice]
+    expected = model.tokenizer(texts, padding="max_length", max_length=model.max_length, truncation=True,
+                               return_tensors="pt").input_ids  # fmt: skip
+    seen = []
+    encode_text = model.encode_text
+    model.encode_text = lambda ids: seen.append(ids) or encode_text(ids)
+    try:
+        for prompt_ids in (None, template_ids(model, config)):
+            generator = torch.Generator().manual_seed(7)
+            train_step(model, support, vectors, optimizer, scheduler, config=config, generator=generator,
+                       prompt_ids=prompt_ids)  # fmt: skip
+    finally:
+        del model.encode_text
+    assert len(seen) == 2 and all(torch.equal(ids.cpu(), expected) for ids in seen)
+
+
 def test_the_support_set_is_resized_bicubically_mask_and_all_before_encoding():
     # A 128 px support set: learn_defect_embedding's losses equal a drive on the bicubic resize of the images
     # and masks (images.resize_image, masks.resize_mask rule "bicubic"). The mask's 1 px line survives the

@@ -119,7 +119,12 @@ class AnomalyBank(Dataset):
             TypeError: ``bank`` is neither. ValueError: no record passes the filters (naming what the bank holds).
         """
         if isinstance(bank, (str, os.PathLike)):
-            return cls(bank, category=category, defect_type=defect_type, boxes_only=bool(boxes_only))
+            return cls(
+                bank,
+                category=category,
+                defect_type=defect_type,
+                boxes_only=False if boxes_only is None else boxes_only,
+            )
         if not isinstance(bank, AnomalyBank):
             raise TypeError(f"`bank` must be an AnomalyBank or a bank folder path, got {type(bank).__name__}")
         boxes_only = bank.boxes_only if boxes_only is None else check_bool(boxes_only, "boxes_only")

@@ -55,7 +55,7 @@ def store_run(entries: dict, name: str, arm: dict, seed: int, result: dict) -> N
     entry = entries.setdefault(name, {"arm": arm, "seeds": {}})
     entry["seeds"][str(seed)] = result
     entry["summary"] = summarize(entry["seeds"])
-    shown = ", ".join(f"{m} {result[m]:.3f}" for m in METRICS)
+    shown = ", ".join(f"{m} {'-' if result[m] is None else format(result[m], '.3f')}" for m in METRICS)
     print(f"  {name:12s} {shown}  ({result['train_seconds']:.0f} s train)", flush=True)
 
 
